@@ -1,0 +1,41 @@
+# The two commands: `make run` (the service) and `make test` (the whole suite). `make bench` on demand.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+# make run defaults: development mode against local PostgreSQL and Redis; override any of them.
+export APP_ENV ?= development
+export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/telnyx_flask
+export REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: run test lint format bench clean
+
+$(INSTALLED): setup.cfg pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "telnyx-flask needs Python 3.11 or newer (found $$($(PYTHON) --version)); set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]' || { echo "pip install failed: see the messages above"; exit 1; }
+	touch $@
+
+run: $(INSTALLED)
+	$(BIN)/flask --app telnyx_flask db upgrade --create-database
+	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(INSTALLED)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/pytest
+
+bench: $(INSTALLED)
+	$(BIN)/python bench/webhook_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

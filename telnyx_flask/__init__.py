@@ -1,0 +1,63 @@
+"""telnyx-flask: take Telnyx inbound calls in the browser."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from .config import ConfigError, config_from_environment
+from .signature import WebhookVerifier
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the application.
+
+    Settings come from the environment (and `.env` in development). Tests pass `config`: the
+    same variable names, read instead of the environment, through the same checks; keys that are
+    not settings (TESTING, say) go to app.config as they are.
+    """
+    if config is None:
+        try:
+            settings = config_from_environment()
+        except ConfigError as error:
+            exit_with_config_error(error)
+    else:
+        settings = config_from_environment({k: v for k, v in config.items() if isinstance(v, str)})
+    app = Flask(__name__, static_folder="../static", static_url_path="/static")
+    app.config.update(settings)
+    if config is not None:
+        app.config.update({k: v for k, v in config.items() if not isinstance(v, str)})
+    app.json.sort_keys = False
+    # The webhook has its own, smaller limit; this bounds every other body.
+    app.config.setdefault("MAX_CONTENT_LENGTH", 1024 * 1024)
+
+    if app.config["TELNYX_WEBHOOK_VERIFY"]:
+        app.extensions["webhook_verifier"] = WebhookVerifier(app.config["TELNYX_PUBLIC_KEY"])
+        if app.config["TELNYX_PUBLIC_KEY"] is None:
+            log.warning("TELNYX_PUBLIC_KEY is not set: every webhook will be refused with 401")
+    else:
+        app.extensions["webhook_verifier"] = None
+        log.warning("TELNYX_WEBHOOK_VERIFY is off: webhooks are NOT verified (development only)")
+
+    from . import agent_api, db, errors, followups, live, ops, webhooks
+
+    db.init_app(app)
+    live.init_app(app, app.config.get("REDIS_CLIENT"))
+    followups.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(agent_api.bp)
+    app.register_blueprint(ops.bp)
+    return app
+
+
+def exit_with_config_error(error: ConfigError) -> None:
+    """Print a configuration error as the one line an operator needs, and exit."""
+    print(f"telnyx-flask: configuration error: {error}", file=sys.stderr)
+    raise SystemExit(2)

@@ -1,0 +1,219 @@
+"""PostgreSQL: a bounded, waiting connection pool, the migrations, and the `db` CLI group."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+import psycopg2.pool
+from flask import Flask, current_app
+
+from .errors import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
+MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+# Any fixed number will do; it only has to be the same for every process running migrations.
+MIGRATION_LOCK_KEY = 7_246_812_901
+
+CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+def make_cooperative_under_gevent() -> None:
+    """Let psycopg2 yield to other greenlets while it waits, when gevent has patched sockets."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return
+    if monkey.is_module_patched("socket"):
+        from psycogreen.gevent import patch_psycopg
+
+        patch_psycopg()
+
+
+class Database:
+    """A pool of autocommit connections that waits (bounded) for a free one instead of failing."""
+
+    def __init__(self, dsn: str, size: int, wait_seconds: float, statement_timeout_ms: int):
+        self.dsn = dsn
+        self.size = size
+        self.wait_seconds = wait_seconds
+        self.options = f"-c statement_timeout={statement_timeout_ms} -c timezone=UTC"
+        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._pool_pid: int | None = None
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+
+    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        # Connections must never cross a fork: each worker process builds its own pool.
+        if self._pool is None or self._pool_pid != os.getpid():
+            with self._lock:
+                if self._pool is None or self._pool_pid != os.getpid():
+                    make_cooperative_under_gevent()
+                    self._pool = psycopg2.pool.ThreadedConnectionPool(
+                        0, self.size, self.dsn, connect_timeout=3, options=self.options
+                    )
+                    self._pool_pid = os.getpid()
+                    self._slots = threading.BoundedSemaphore(self.size)
+        return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg2.extensions.connection]:
+        """Lend an autocommit connection; a broken one is discarded, not returned to the pool."""
+        pool = self._get_pool()
+        slots = self._slots
+        if not slots.acquire(timeout=self.wait_seconds):
+            raise StorageUnavailable("postgresql", "no free database connection")
+        try:
+            try:
+                conn = pool.getconn()
+                conn.autocommit = True
+            except CONNECTION_ERRORS as exc:
+                raise StorageUnavailable("postgresql", str(exc).strip()) from exc
+            broken = False
+            try:
+                yield conn
+            except CONNECTION_ERRORS as exc:
+                broken = True
+                raise StorageUnavailable("postgresql", str(exc).strip()) from exc
+            finally:
+                pool.putconn(conn, close=broken or conn.closed != 0)
+        finally:
+            slots.release()
+
+    def close(self) -> None:
+        """Close every pooled connection (used by tests and at shutdown)."""
+        if self._pool is not None and self._pool_pid == os.getpid():
+            self._pool.closeall()
+        self._pool = None
+
+
+def get_db() -> Database:
+    """The application's Database."""
+    return current_app.extensions["database"]
+
+
+def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[str, Path]]:
+    """The numbered migrations in order, as (version, path)."""
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = MIGRATION_NAME.match(path.name)
+        if not match:
+            raise RuntimeError(f"migration file name {path.name!r} is not NNN_name.sql")
+        found.append((match.group(1), path))
+    versions = [version for version, _ in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError("two migrations share a number")
+    return found
+
+
+def upgrade(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply pending migrations under an advisory lock; return the versions applied."""
+    applied_now = []
+    conn = psycopg2.connect(dsn, connect_timeout=5)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            # Several processes may run this at once (one per host on deploy): one waits.
+            cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur.execute("SELECT version FROM schema_migrations")
+            done = {row[0] for row in cur.fetchall()}
+        for version, path in migration_files(directory):
+            if version in done:
+                continue
+            conn.autocommit = False
+            with conn.cursor() as cur:
+                cur.execute(path.read_text())
+                cur.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (version, path.name),
+                )
+            conn.commit()
+            conn.autocommit = True
+            applied_now.append(version)
+            log.info("applied migration %s", path.name)
+    finally:
+        conn.close()  # closing the session releases the advisory lock too
+    return applied_now
+
+
+def pending_migrations(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Versions present in sql/ but not yet applied to the database."""
+    with psycopg2.connect(dsn, connect_timeout=5) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return [version for version, _ in migration_files(directory)]
+        cur.execute("SELECT version FROM schema_migrations")
+        done = {row[0] for row in cur.fetchall()}
+    conn.close()
+    return [version for version, _ in migration_files(directory) if version not in done]
+
+
+@click.group("db")
+def db_cli() -> None:
+    """Database commands."""
+
+
+def create_database_if_missing(dsn: str) -> bool:
+    """Create the database DSN names, through the server's `postgres` database; True if created."""
+    target = psycopg2.extensions.parse_dsn(dsn)
+    name = target.get("dbname")
+    try:
+        psycopg2.connect(dsn, connect_timeout=5).close()
+        return False
+    except psycopg2.OperationalError as exc:
+        if name is None or "does not exist" not in str(exc):
+            raise
+    maintenance = psycopg2.extensions.make_dsn(dsn, dbname="postgres")
+    conn = psycopg2.connect(maintenance, connect_timeout=5)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {psycopg2.extensions.quote_ident(name, cur)}")
+    except psycopg2.errors.DuplicateDatabase:
+        return False  # another process created it first
+    finally:
+        conn.close()
+    return True
+
+
+@db_cli.command("upgrade")
+@click.option("--create-database", is_flag=True, help="Create the database first if it is missing.")
+def upgrade_command(create_database: bool) -> None:
+    """Apply pending migrations from sql/."""
+    dsn = current_app.config["DATABASE_URL"]
+    try:
+        if create_database and create_database_if_missing(dsn):
+            click.echo(f"created database {psycopg2.extensions.parse_dsn(dsn)['dbname']}")
+        applied = upgrade(dsn)
+    except psycopg2.OperationalError as exc:
+        raise click.ClickException(
+            f"cannot reach PostgreSQL at DATABASE_URL: {exc}".strip()
+        ) from None
+    click.echo(f"applied {', '.join(applied)}" if applied else "database is up to date")
+
+
+def init_app(app: Flask) -> None:
+    """Create the pool (connections open lazily) and register the CLI."""
+    app.extensions["database"] = Database(
+        app.config["DATABASE_URL"],
+        size=app.config["DB_POOL_SIZE"],
+        wait_seconds=app.config["DB_POOL_TIMEOUT"],
+        statement_timeout_ms=app.config["DB_STATEMENT_TIMEOUT_MS"],
+    )
+    app.cli.add_command(db_cli)

@@ -1,0 +1,173 @@
+"""Telnyx webhook events: the names this service knows, and parsing a body into a WebhookEvent."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import BadWebhook
+
+# Telnyx event types acted on, and the effect each has on a call (the names apply_call_event uses).
+CALL_INITIATED = "call.initiated"
+CALL_ANSWERED = "call.answered"
+CALL_BRIDGED = "call.bridged"
+CALL_HANGUP = "call.hangup"
+CALL_RECORDING_SAVED = "call.recording.saved"
+
+EFFECTS = {
+    CALL_INITIATED: "initiated",
+    CALL_ANSWERED: "answered",
+    CALL_BRIDGED: "bridged",
+    CALL_HANGUP: "hangup",
+    CALL_RECORDING_SAVED: "recording",
+}
+
+# Call statuses in their forward-only order (sql/002 ranks them the same way).
+RINGING, ANSWERING, ANSWERED, ENDED = "ringing", "answering", "answered", "ended"
+STATUS_ORDER = (RINGING, ANSWERING, ANSWERED, ENDED)
+
+# Events announced on the live stream (and pushed to pages); apply_call_state.lua emits these.
+ANNOUNCED_RINGING = "call.ringing"
+ANNOUNCED_ANSWERED = "call.answered"
+ANNOUNCED_ENDED = "call.ended"
+ANNOUNCED_RECORDING = "call.recording"
+
+# Leg roles: the caller's leg is the call; the transfer leg is the one Telnyx creates for an agent.
+CALLER_LEG, TRANSFER_LEG = "caller", "transfer"
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """One Telnyx webhook, reduced to the fields this service uses (all but the ids optional)."""
+
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    attempt: int | None
+    call_control_id: str | None = None
+    call_leg_id: str | None = None
+    call_session_id: str | None = None
+    connection_id: str | None = None
+    leg: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    caller_id_name: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    hangup_cause: str | None = None
+    hangup_source: str | None = None
+    sip_hangup_cause: str | None = None
+    recording_url: str | None = None
+
+    @property
+    def effect(self) -> str | None:
+        """What this event does to a call, or None for types that are only stored."""
+        return EFFECTS.get(self.event_type)
+
+
+def _string(payload: dict[str, Any], key: str, limit: int = 1024) -> str | None:
+    value = payload.get(key)
+    if value is None or isinstance(value, (dict, list, bool)):
+        return None
+    text = str(value).strip()
+    return text[:limit] or None
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """An ISO 8601 timestamp with a zone, or None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _occurred_at(data: dict[str, Any]) -> datetime:
+    value = data.get("occurred_at")
+    if value is None:
+        # Telnyx always sends it; without it, receipt time is the best estimate there is.
+        return datetime.now(UTC)
+    parsed = _timestamp(value)
+    if parsed is None:
+        raise BadWebhook(
+            f"data.occurred_at must be an ISO 8601 timestamp with a zone, got {str(value)[:40]!r}"
+        )
+    return parsed
+
+
+def _leg_from_initiated(payload: dict[str, Any]) -> str | None:
+    # A new inbound call is parked and incoming; the leg a transfer creates is bridging/outgoing.
+    state, direction = payload.get("state"), payload.get("direction")
+    if state == "bridging" or direction == "outgoing":
+        return TRANSFER_LEG
+    if direction == "incoming" or state == "parked":
+        return CALLER_LEG
+    return None
+
+
+def _recording_url(payload: dict[str, Any]) -> str | None:
+    for field in ("recording_urls", "public_recording_urls"):
+        urls = payload.get(field)
+        if isinstance(urls, dict):
+            for fmt in ("mp3", "wav"):
+                if isinstance(urls.get(fmt), str) and urls[fmt]:
+                    return urls[fmt]
+    return None
+
+
+def parse_webhook(body: bytes) -> WebhookEvent:
+    """Parse a webhook body; raise BadWebhook saying exactly what is wrong."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise BadWebhook("body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise BadWebhook("body must be a JSON object")
+    data = document.get("data")
+    if not isinstance(data, dict):
+        raise BadWebhook("data is missing or not an object")
+    event_id = _string(data, "id", 200)
+    if event_id is None:
+        raise BadWebhook("data.id is missing")
+    event_type = _string(data, "event_type", 200)
+    if event_type is None:
+        raise BadWebhook("data.event_type is missing")
+    payload = data.get("payload")
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise BadWebhook("data.payload must be an object")
+    meta = document.get("meta")
+    attempt = meta.get("attempt") if isinstance(meta, dict) else None
+
+    event = WebhookEvent(
+        event_id=event_id,
+        event_type=event_type,
+        occurred_at=_occurred_at(data),
+        attempt=attempt if isinstance(attempt, int) else None,
+        call_control_id=_string(payload, "call_control_id"),
+        call_leg_id=_string(payload, "call_leg_id"),
+        call_session_id=_string(payload, "call_session_id"),
+        connection_id=_string(payload, "connection_id"),
+        leg=_leg_from_initiated(payload) if event_type == CALL_INITIATED else None,
+        from_number=_string(payload, "from", 256),
+        to_number=_string(payload, "to", 256),
+        caller_id_name=_string(payload, "caller_id_name", 256),
+        start_time=_timestamp(payload.get("start_time")),
+        end_time=_timestamp(payload.get("end_time")),
+        hangup_cause=_string(payload, "hangup_cause", 100),
+        hangup_source=_string(payload, "hangup_source", 100),
+        sip_hangup_cause=_string(payload, "sip_hangup_cause", 100),
+        recording_url=_recording_url(payload) if event_type == CALL_RECORDING_SAVED else None,
+    )
+    if event.effect is not None:
+        if event.call_session_id is None:
+            raise BadWebhook(f"payload.call_session_id is missing for {event_type}")
+        # call.recording.saved carries no call_control_id; the others must.
+        if event.call_control_id is None and event.event_type != CALL_RECORDING_SAVED:
+            raise BadWebhook(f"payload.call_control_id is missing for {event_type}")
+    return event

@@ -1,0 +1,30 @@
+"""Every Redis key this service uses, built from one template each under one prefix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Lifetimes: nothing in Redis grows without bound.
+ACTIVE_CALL_TTL_SECONDS = 12 * 3600  # longer than any call Telnyx lets run (time_limit is 4 h)
+ENDED_CALL_TTL_SECONDS = 3600  # long enough for late redeliveries and a page's history refresh
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Key templates under a namespace prefix (use a hash tag like `{tf}:` on Redis Cluster)."""
+
+    prefix: str
+
+    def call(self, call_control_id: str) -> str:
+        """Hash of one live call, keyed by the caller leg's call_control_id; TTL-bound."""
+        return f"{self.prefix}call:{call_control_id}"
+
+    @property
+    def ringing(self) -> str:
+        """Sorted set of ringing calls' call_control_ids, scored by ringing-since (ms)."""
+        return f"{self.prefix}calls:ringing"
+
+    @property
+    def events(self) -> str:
+        """The capped stream of call events that the SSE endpoint reads."""
+        return f"{self.prefix}events"

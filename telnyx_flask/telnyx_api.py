@@ -1,0 +1,366 @@
+"""Telnyx Call Control v2 REST client: idempotent commands with bounded retries."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from requests.exceptions import ChunkedEncodingError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.telnyx.com/v2"
+USER_AGENT = "telnyx-flask/0.1"
+
+CALL_ALREADY_ENDED = "90018"
+INVALID_CALL_CONTROL_ID = "90015"
+CALL_NOT_ANSWERED = "90034"
+
+REJECT_CAUSES = ("CALL_REJECTED", "USER_BUSY")
+RECORD_FORMATS = ("mp3", "wav")
+RECORD_CHANNELS = ("single", "dual")
+TRANSFER_TIMEOUT_RANGE = (5, 600)
+
+# Fixed forever: changing it would give every logical command a new id and defeat deduplication
+# between processes running different versions during a deploy.
+COMMAND_ID_NAMESPACE = uuid.UUID("aa2ff160-c357-46c7-ad7b-7f1dd5cf6da5")
+
+# A response body can be an HTML error page; keep only enough of it to recognise.
+_MAX_DETAIL_CHARS = 300
+
+# ChunkedEncodingError means the answer broke off mid-way; the same command_id makes resending safe.
+_TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, ChunkedEncodingError)
+
+
+class TelnyxError(Exception):
+    """A Call Control command failed: Telnyx refused it or never answered."""
+
+    def __init__(
+        self,
+        action: str,
+        call_control_id: str,
+        status: int | None,
+        code: str | None = None,
+        title: str | None = None,
+        detail: str | None = None,
+        *,
+        attempts: int = 1,
+    ) -> None:
+        self.action = action
+        self.call_control_id = call_control_id
+        self.status = status
+        self.code = code
+        self.title = title
+        self.detail = detail
+        self.attempts = attempts
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        outcome = "no answer" if self.status is None else f"HTTP {self.status}"
+        parts = [f"Telnyx {self.action} on call {self.call_control_id} failed: {outcome}"]
+        if self.code:
+            parts.append(f"code {self.code}")
+        text = " - ".join(t for t in (self.title, self.detail) if t)
+        if text:
+            parts.append(text)
+        if self.attempts > 1:
+            parts.append(f"after {self.attempts} attempts")
+        return ", ".join(parts)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keeps the error picklable (multiprocessing, task queues) despite the custom __init__.
+        args = (self.action, self.call_control_id, self.status, self.code, self.title, self.detail)
+        return (_rebuild_error, (args, self.attempts))
+
+    @property
+    def call_already_ended(self) -> bool:
+        """True when Telnyx says the call is already over (422, code 90018)."""
+        return self.status == 422 and self.code == CALL_ALREADY_ENDED
+
+
+def _rebuild_error(args: tuple[Any, ...], attempts: int) -> TelnyxError:
+    return TelnyxError(*args, attempts=attempts)
+
+
+def command_id_for(action: str, call_control_id: str, *parts: str) -> str:
+    """Return the deterministic command_id for one logical command on one call."""
+    # Escaping the separator keeps ("a|b", "c") and ("a", "b|c") from sharing an id.
+    fields = (action, call_control_id, *(str(p) for p in parts))
+    name = "|".join(f.replace("\\", "\\\\").replace("|", "\\|") for f in fields)
+    return str(uuid.uuid5(COMMAND_ID_NAMESPACE, name))
+
+
+def _require_call_control_id(call_control_id: str) -> None:
+    if not isinstance(call_control_id, str) or not call_control_id.strip():
+        raise ValueError("call_control_id must be a non-empty string")
+
+
+def _parse_error(response: requests.Response) -> tuple[str | None, str | None, str | None]:
+    """Return (code, title, detail) from a Telnyx error body, tolerating any shape."""
+    try:
+        payload = response.json()
+    except ValueError:
+        text = (response.text or "").strip()
+        return None, None, text[:_MAX_DETAIL_CHARS] or None
+    errors = payload.get("errors") if isinstance(payload, dict) else None
+    first = errors[0] if isinstance(errors, list) and errors else None
+    if not isinstance(first, dict):
+        return None, None, None
+
+    def field(name: str) -> str | None:
+        value = first.get(name)
+        return None if value is None else str(value)
+
+    return field("code"), field("title"), field("detail")
+
+
+def _retry_after_seconds(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # HTTP-date form: fall back to our own backoff.
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+class TelnyxClient:
+    """Sends Call Control commands to Telnyx over one reusable HTTP session."""
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        connect_timeout: float = 3.05,
+        read_timeout: float = 10.0,
+        max_attempts: int = 4,
+        backoff_seconds: float = 0.2,
+        max_backoff_seconds: float = 2.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        """Configure the client; nothing is sent until a command is called."""
+        if not api_key or not api_key.strip():
+            raise ValueError("api_key must be a non-empty string")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if backoff_seconds < 0 or max_backoff_seconds < backoff_seconds:
+            raise ValueError("need 0 <= backoff_seconds <= max_backoff_seconds")
+        self._api_key = api_key.strip()
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self._owns_session = session is None
+        self._session = session if session is not None else requests.Session()
+        self._sleep: Callable[[float], None] = time.sleep
+        self._random = random.Random()
+
+    def __repr__(self) -> str:
+        return f"TelnyxClient(base_url={self.base_url!r})"
+
+    def __enter__(self) -> TelnyxClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP session if this client created it."""
+        if self._owns_session:
+            self._session.close()
+
+    def answer(
+        self,
+        call_control_id: str,
+        *,
+        client_state: str | None = None,
+        command_id: str | None = None,
+    ) -> dict:
+        """Answer an incoming call; client_state must already be base64-encoded."""
+        _require_call_control_id(call_control_id)
+        body: dict[str, Any] = {}
+        if client_state is not None:
+            body["client_state"] = client_state
+        command_id = command_id or command_id_for("answer", call_control_id)
+        return self._command("answer", call_control_id, body, command_id)
+
+    def transfer(
+        self,
+        call_control_id: str,
+        to: str,
+        *,
+        from_: str | None = None,
+        timeout_secs: int | None = None,
+        client_state: str | None = None,
+        target_leg_client_state: str | None = None,
+        command_id: str | None = None,
+    ) -> dict:
+        """Transfer the call to a phone number or SIP URI."""
+        _require_call_control_id(call_control_id)
+        if not isinstance(to, str) or not to.strip():
+            raise ValueError("transfer target 'to' must be a non-empty number or SIP URI")
+        body: dict[str, Any] = {"to": to}
+        if from_ is not None:
+            body["from_"] = from_
+        if timeout_secs is not None:
+            low, high = TRANSFER_TIMEOUT_RANGE
+            if isinstance(timeout_secs, bool) or not isinstance(timeout_secs, int):
+                raise ValueError(f"timeout_secs must be an integer, got {timeout_secs!r}")
+            if not low <= timeout_secs <= high:
+                raise ValueError(
+                    f"timeout_secs must be between {low} and {high}, got {timeout_secs}"
+                )
+            body["timeout_secs"] = timeout_secs
+        if client_state is not None:
+            body["client_state"] = client_state
+        if target_leg_client_state is not None:
+            body["target_leg_client_state"] = target_leg_client_state
+        command_id = command_id or command_id_for("transfer", call_control_id, to)
+        return self._command("transfer", call_control_id, body, command_id)
+
+    def reject(
+        self,
+        call_control_id: str,
+        cause: str = "CALL_REJECTED",
+        *,
+        command_id: str | None = None,
+    ) -> dict:
+        """Reject an unanswered incoming call with CALL_REJECTED or USER_BUSY."""
+        _require_call_control_id(call_control_id)
+        if cause not in REJECT_CAUSES:
+            raise ValueError(f"reject cause must be one of {REJECT_CAUSES}, got {cause!r}")
+        command_id = command_id or command_id_for("reject", call_control_id, cause)
+        return self._command("reject", call_control_id, {"cause": cause}, command_id)
+
+    def hangup(self, call_control_id: str, *, command_id: str | None = None) -> dict:
+        """Hang up the call."""
+        _require_call_control_id(call_control_id)
+        command_id = command_id or command_id_for("hangup", call_control_id)
+        return self._command("hangup", call_control_id, {}, command_id)
+
+    def record_start(
+        self,
+        call_control_id: str,
+        format: str = "mp3",
+        channels: str = "dual",
+        *,
+        play_beep: bool | None = None,
+        max_length: int | None = None,
+        trim: str | None = None,
+        command_id: str | None = None,
+    ) -> dict:
+        """Start recording the call in mp3/wav, single or dual channel."""
+        _require_call_control_id(call_control_id)
+        if format not in RECORD_FORMATS:
+            raise ValueError(f"record format must be one of {RECORD_FORMATS}, got {format!r}")
+        if channels not in RECORD_CHANNELS:
+            raise ValueError(f"record channels must be one of {RECORD_CHANNELS}, got {channels!r}")
+        body: dict[str, Any] = {"format": format, "channels": channels}
+        if play_beep is not None:
+            body["play_beep"] = play_beep
+        if max_length is not None:
+            body["max_length"] = max_length
+        if trim is not None:
+            body["trim"] = trim
+        # One recording per call is the logical command, so format/channels are not in the id.
+        command_id = command_id or command_id_for("record_start", call_control_id)
+        return self._command("record_start", call_control_id, body, command_id)
+
+    def _url(self, call_control_id: str, action: str) -> str:
+        # Ids look like "v3:..."; ":" is legal in a path segment, anything else unsafe is quoted.
+        return f"{self.base_url}/calls/{quote(call_control_id, safe=':')}/actions/{action}"
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_backoff_seconds)
+        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+        # Jitter spreads out retries from many workers that failed at the same moment.
+        return self._random.uniform(self.backoff_seconds, ceiling)
+
+    def _command(self, action: str, call_control_id: str, body: dict, command_id: str) -> dict:
+        url = self._url(call_control_id, action)
+        payload = {**body, "command_id": command_id}
+        headers = {
+            "Authorization": f"Bearer {self._api_key}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        error: TelnyxError | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            retry_after: float | None = None
+            try:
+                response = self._session.post(
+                    url, json=payload, headers=headers, timeout=self.timeout
+                )
+            except _TRANSPORT_ERRORS as exc:
+                reason = f"no answer ({type(exc).__name__})"
+                error = TelnyxError(action, call_control_id, None, detail=reason, attempts=attempt)
+            except requests.RequestException as exc:
+                # Not a transient network failure (bad URL, proxy config...): retrying won't help.
+                error = TelnyxError(
+                    action,
+                    call_control_id,
+                    None,
+                    detail=f"request failed ({type(exc).__name__})",
+                    attempts=attempt,
+                )
+                break
+            else:
+                if 200 <= response.status_code < 300:
+                    return self._data(response)
+                code, title, detail = _parse_error(response)
+                error = TelnyxError(
+                    action,
+                    call_control_id,
+                    response.status_code,
+                    code,
+                    title,
+                    detail,
+                    attempts=attempt,
+                )
+                if response.status_code != 429 and response.status_code < 500:
+                    break
+                if response.status_code == 429:
+                    retry_after = _retry_after_seconds(response)
+            if attempt == self.max_attempts:
+                break
+            delay = self._backoff(attempt, retry_after)
+            log.info(
+                "Telnyx %s on call %s: attempt %d/%d failed (%s), retrying in %.3fs "
+                "with command_id %s",
+                action,
+                call_control_id,
+                attempt,
+                self.max_attempts,
+                f"HTTP {error.status}" if error.status is not None else error.detail,
+                delay,
+                command_id,
+            )
+            self._sleep(delay)
+
+        assert error is not None
+        # An ended call is an expected race (caller hung up first), not an operational problem.
+        level = logging.INFO if error.call_already_ended else logging.WARNING
+        log.log(level, "%s (command_id %s)", error, command_id)
+        raise error
+
+    @staticmethod
+    def _data(response: requests.Response) -> dict:
+        try:
+            payload = response.json()
+        except ValueError:
+            return {}
+        data = payload.get("data") if isinstance(payload, dict) else None
+        return data if isinstance(data, dict) else {}

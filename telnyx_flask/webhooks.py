@@ -1,0 +1,54 @@
+"""POST /api/telnyx/webhook: verify, parse, apply, acknowledge."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg2
+from flask import Blueprint, current_app, jsonify, request
+
+from .calls import apply_event
+from .db import get_db
+from .errors import BadWebhook, PayloadTooLarge
+from .events import parse_webhook
+from .followups import get_followups
+from .live import get_live
+
+log = logging.getLogger(__name__)
+
+MAX_WEBHOOK_BYTES = 256 * 1024
+
+bp = Blueprint("webhooks", __name__)
+
+
+def read_body(limit: int) -> bytes:
+    """The raw body, refusing more than `limit` bytes even when no Content-Length was sent."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"webhook body is over {limit // 1024} KiB")
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"webhook body is over {limit // 1024} KiB")
+    return body
+
+
+@bp.post("/api/telnyx/webhook")
+def receive_webhook():
+    """Take one Telnyx webhook; 2xx only once it is in PostgreSQL and in the live state."""
+    body = read_body(MAX_WEBHOOK_BYTES)
+    verifier = current_app.extensions["webhook_verifier"]
+    if verifier is not None:
+        verifier.verify(request.headers, body)
+    event = parse_webhook(body)
+    try:
+        applied = apply_event(get_db(), get_live(), get_followups(), event, body)
+    except psycopg2.DataError as exc:
+        # Valid JSON that PostgreSQL cannot store (a \u0000 escape, say) will never succeed.
+        raise BadWebhook(f"body cannot be stored: {exc.pgerror or exc}".strip()) from exc
+    log.info(
+        "webhook %s %s call_control_id=%s result=%s",
+        event.event_type,
+        event.event_id,
+        event.call_control_id,
+        applied.result,
+    )
+    return jsonify({"result": applied.result, "event_id": event.event_id})

@@ -1,0 +1,209 @@
+"""Fixtures: a throwaway PostgreSQL database, a private Redis key prefix, signed webhooks, a fake
+Telnyx API, and the app wired to all of them."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+import redis
+from nacl.signing import SigningKey
+
+from telnyx_flask import create_app
+from telnyx_flask.db import upgrade
+from telnyx_flask.signature import sign
+
+from .fake_telnyx import FakeTelnyx
+
+FIXTURES = Path(__file__).parent / "fixtures" / "telnyx"
+ADMIN_DATABASE_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SIGNING_SEED = bytes(range(32))
+PUBLIC_KEY = base64.b64encode(bytes(SigningKey(SIGNING_SEED).verify_key)).decode()
+TABLES = ("webhook_events", "call_logs", "inbound_calls", "prospects", "users")
+
+
+def load_fixture(name: str) -> dict[str, Any]:
+    """A webhook body from tests/fixtures/telnyx, as a dict to adjust."""
+    return json.loads((FIXTURES / name).read_text())
+
+
+def answered_call_events() -> list[dict[str, Any]]:
+    """The answered and recorded call (fixtures 01-06), in delivery order."""
+    return [load_fixture(path.name) for path in sorted(FIXTURES.glob("0*.json"))]
+
+
+def abandoned_call_events() -> list[dict[str, Any]]:
+    """The call abandoned while ringing (fixtures 11-12)."""
+    return [load_fixture(path.name) for path in sorted(FIXTURES.glob("1*.json"))]
+
+
+def renamed(events: list[dict[str, Any]], suffix: str) -> list[dict[str, Any]]:
+    """The same events for a different call: every id gets `suffix`, so calls don't collide."""
+    out = []
+    for event in copy.deepcopy(events):
+        event["data"]["id"] += suffix
+        payload = event["data"]["payload"]
+        for field in ("call_control_id", "call_leg_id", "call_session_id"):
+            if payload.get(field):
+                payload[field] += suffix
+        out.append(event)
+    return out
+
+
+def encode(body: dict[str, Any] | bytes) -> bytes:
+    """The bytes a webhook body is sent as."""
+    return body if isinstance(body, bytes) else json.dumps(body).encode()
+
+
+def signed_headers(body: bytes, timestamp: int | None = None, seed: bytes = SIGNING_SEED) -> dict:
+    """Telnyx's signature headers for these exact bytes."""
+    return sign(seed, body, int(time.time()) if timestamp is None else timestamp)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh database with every migration applied, dropped after the session."""
+    name = f"telnyx_flask_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(ADMIN_DATABASE_URL)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    url = urlunsplit(urlsplit(ADMIN_DATABASE_URL)._replace(path=f"/{name}"))
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_prefix() -> str:
+    """A key prefix no other test run shares."""
+    return f"telnyx-flask-test:{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis.Redis]:
+    """A client for inspecting the test Redis directly."""
+    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def fake_telnyx() -> Iterator[FakeTelnyx]:
+    """A local HTTP server standing in for Telnyx's command API."""
+    server = FakeTelnyx()
+    server.start()
+    yield server
+    server.stop()
+
+
+def empty_redis(client: redis.Redis, prefix: str) -> None:
+    """Delete every key under the prefix."""
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def clean_storage(database_url: str, redis_client: redis.Redis, redis_prefix: str) -> Iterator:
+    """Empty tables and keys before and after each test."""
+
+    def empty() -> None:
+        with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+            cur.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+        conn.close()
+        empty_redis(redis_client, redis_prefix)
+
+    empty()
+    yield
+    empty()
+
+
+def app_settings(database_url: str, redis_prefix: str, telnyx_base: str) -> dict[str, Any]:
+    """Production-mode settings pointing at the test services."""
+    return {
+        "APP_ENV": "production",
+        "SECRET_KEY": "test-secret",
+        "DATABASE_URL": database_url,
+        "DB_POOL_TIMEOUT": "2",
+        "REDIS_URL": TEST_REDIS_URL,
+        "REDIS_PREFIX": redis_prefix,
+        "TELNYX_API_KEY": "KEY_TEST",
+        "TELNYX_API_BASE": telnyx_base,
+        "TELNYX_PUBLIC_KEY": PUBLIC_KEY,
+        "TESTING": True,
+    }
+
+
+@pytest.fixture
+def settings(database_url, redis_prefix, fake_telnyx, clean_storage) -> dict[str, Any]:
+    """The app's settings; a test may change them before asking for `app`."""
+    fake_telnyx.reset()
+    return app_settings(database_url, redis_prefix, fake_telnyx.base_url)
+
+
+@pytest.fixture
+def app(settings):
+    """The application, against the test database, Redis prefix and fake Telnyx."""
+    app = create_app(settings)
+    yield app
+    app.extensions["followups"].shutdown()
+    app.extensions["database"].close()
+    app.extensions["live"].client.close()
+
+
+@pytest.fixture
+def client(app):
+    """A test client for the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    """A CLI runner for the app's commands."""
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def post_webhook(client):
+    """Send a body to the webhook endpoint, signed like Telnyx signs it."""
+
+    def post(body: dict[str, Any] | bytes, headers: dict[str, str] | None = None, **kwargs):
+        raw = encode(body)
+        all_headers = {"Content-Type": "application/json", **signed_headers(raw)}
+        all_headers.update(headers or {})
+        return client.post("/api/telnyx/webhook", data=raw, headers=all_headers, **kwargs)
+
+    return post
+
+
+@pytest.fixture
+def db_rows(database_url):
+    """Run a query against the test database and return rows as dicts."""
+
+    def query(sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+        with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            columns = [c.name for c in cur.description]
+            rows = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+        conn.close()
+        return rows
+
+    return query
