@@ -8,6 +8,8 @@ from importlib import resources
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from flask import Flask, current_app
 
 from .errors import StorageUnavailable
@@ -143,8 +145,11 @@ def _parse_time(value: Any) -> datetime | None:
 
 def create_redis(url: str, pool_size: int) -> redis.Redis:
     """A client over a blocking pool: callers wait for a connection instead of failing at 100."""
+    # Retry a dropped connection briefly, but answer well inside Telnyx's webhook timeout.
+    retry = Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=2)
     pool = redis.BlockingConnectionPool.from_url(
         url,
+        retry=retry,
         max_connections=pool_size,
         timeout=5,
         socket_connect_timeout=3,

@@ -63,16 +63,21 @@ class TelnyxError(Exception):
         super().__init__(self._message())
 
     def _message(self) -> str:
-        outcome = "no answer" if self.status is None else f"HTTP {self.status}"
-        parts = [f"Telnyx {self.action} on call {self.call_control_id} failed: {outcome}"]
+        parts = []
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
         if self.code:
             parts.append(f"code {self.code}")
-        text = " - ".join(t for t in (self.title, self.detail) if t)
-        if text:
-            parts.append(text)
+        texts = [self.title] if self.title else []
+        if self.detail and self.detail != self.title:
+            texts.append(self.detail)
+        if texts:
+            parts.append(" - ".join(texts))
+        if not parts:
+            parts.append("no answer")
         if self.attempts > 1:
             parts.append(f"after {self.attempts} attempts")
-        return ", ".join(parts)
+        return f"Telnyx {self.action} on call {self.call_control_id} failed: {', '.join(parts)}"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keeps the error picklable (multiprocessing, task queues) despite the custom __init__.
@@ -213,7 +218,7 @@ class TelnyxClient:
             raise ValueError("transfer target 'to' must be a non-empty number or SIP URI")
         body: dict[str, Any] = {"to": to}
         if from_ is not None:
-            body["from_"] = from_
+            body["from"] = from_
         if timeout_secs is not None:
             low, high = TRANSFER_TIMEOUT_RANGE
             if isinstance(timeout_secs, bool) or not isinstance(timeout_secs, int):
@@ -305,7 +310,7 @@ class TelnyxClient:
                     url, json=payload, headers=headers, timeout=self.timeout
                 )
             except _TRANSPORT_ERRORS as exc:
-                reason = f"no answer ({type(exc).__name__})"
+                reason = f"no answer: connection error or timeout ({type(exc).__name__})"
                 error = TelnyxError(action, call_control_id, None, detail=reason, attempts=attempt)
             except requests.RequestException as exc:
                 # Not a transient network failure (bad URL, proxy config...): retrying won't help.

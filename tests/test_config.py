@@ -1,0 +1,98 @@
+"""Configuration: defaults, the seed's names, and one clear line for a bad setting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from telnyx_flask.config import ConfigError, config_from_environment
+
+from .conftest import PUBLIC_KEY
+
+PRODUCTION = {"TELNYX_PUBLIC_KEY": PUBLIC_KEY, "TELNYX_API_KEY": "KEY", "SECRET_KEY": "s"}
+
+
+def test_production_defaults():
+    config = config_from_environment(PRODUCTION)
+    assert config["APP_ENV"] == "production"
+    assert config["TELNYX_API_BASE"] == "https://api.telnyx.com/v2"
+    assert config["TELNYX_SIP_DOMAIN"] == "sip.telnyx.com"
+    assert config["TELNYX_WEBHOOK_VERIFY"] is True
+    assert config["RECORD_CALLS"] is True
+    assert config["RING_TIMEOUT_SECONDS"] == 30
+    assert config["REDIS_URL"] == "redis://127.0.0.1:6379/0"
+
+
+def test_seed_db_parts_build_the_database_url():
+    config = config_from_environment({**PRODUCTION, "DB_HOST": "db.internal", "DB_PORT": "6543",
+                                      "DB_NAME": "calls", "DB_USER": "app",
+                                      "DB_PASSWORD": "p@ss/word"})
+    assert config["DATABASE_URL"] == "postgresql://app:p%40ss%2Fword@db.internal:6543/calls"
+
+
+def test_database_url_wins_over_db_parts():
+    config = config_from_environment({**PRODUCTION, "DB_HOST": "ignored",
+                                      "DATABASE_URL": "postgresql://u@h/d"})
+    assert config["DATABASE_URL"] == "postgresql://u@h/d"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"TELNYX_PUBLIC_KEY": ""}, "TELNYX_PUBLIC_KEY is required"),
+        ({"TELNYX_PUBLIC_KEY": "not-base64!"}, "TELNYX_PUBLIC_KEY must be base64"),
+        ({"TELNYX_PUBLIC_KEY": "c2hvcnQ="}, "TELNYX_PUBLIC_KEY must decode to 32 bytes"),
+        ({"TELNYX_API_KEY": ""}, "TELNYX_API_KEY is required"),
+        ({"SECRET_KEY": ""}, "SECRET_KEY is required"),
+        ({"TELNYX_WEBHOOK_VERIFY": "false"}, "TELNYX_WEBHOOK_VERIFY=false is refused"),
+        ({"TELNYX_WEBHOOK_VERIFY": "maybe"}, "TELNYX_WEBHOOK_VERIFY must be true or false"),
+        ({"APP_ENV": "staging"}, "APP_ENV must be one of"),
+        ({"RING_TIMEOUT_SECONDS": "soon"}, "RING_TIMEOUT_SECONDS must be a whole number"),
+        ({"RING_TIMEOUT_SECONDS": "0"}, "RING_TIMEOUT_SECONDS must be between"),
+        ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL must be a postgres/postgresql URL"),
+        ({"REDIS_URL": "http://x"}, "REDIS_URL must be a redis/rediss/unix URL"),
+        ({"TELNYX_API_BASE": "ftp://x"}, "TELNYX_API_BASE must be a http/https URL"),
+        ({"RECORD_CALLS": "sometimes"}, "RECORD_CALLS must be true or false"),
+    ],
+)
+def test_bad_setting_is_named(overrides, named):
+    with pytest.raises(ConfigError, match=named):
+        config_from_environment({**PRODUCTION, **overrides})
+
+
+def test_development_needs_no_keys():
+    config = config_from_environment({"APP_ENV": "development"})
+    assert config["TELNYX_PUBLIC_KEY"] is None
+    assert config["TELNYX_API_KEY"] is None
+
+
+def test_dotenv_is_read_only_in_development(tmp_path, monkeypatch):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("APP_ENV=development\nRING_TIMEOUT_SECONDS=45\n")
+    monkeypatch.chdir(tmp_path)
+    for name in ("APP_ENV", "RING_TIMEOUT_SECONDS", "DOTENV_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    assert config_from_environment()["RING_TIMEOUT_SECONDS"] == 45
+    # The real environment decides the mode: production ignores the file.
+    for name, value in {**PRODUCTION, "APP_ENV": "production"}.items():
+        monkeypatch.setenv(name, value)
+    assert config_from_environment()["RING_TIMEOUT_SECONDS"] == 30
+
+
+def test_startup_with_a_missing_setting_prints_one_line_naming_it(tmp_path):
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("TELNYX_", "APP_ENV", "SECRET_KEY"))}
+    result = subprocess.run(
+        [sys.executable, "-c", "import wsgi"], cwd=Path(__file__).parent.parent,
+        env={**env, "SECRET_KEY": "s", "TELNYX_API_KEY": "k"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "telnyx-flask: configuration error: TELNYX_PUBLIC_KEY is required "
+        "(base64 Ed25519 key from Telnyx)"
+    ]

@@ -1,0 +1,77 @@
+"""Telnyx delivers at least once, in any order: every order, with any repeats, ends the same."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .conftest import abandoned_call_events, answered_call_events, renamed
+
+CALL_FIXTURES = {"answered": answered_call_events(), "abandoned": abandoned_call_events()}
+IGNORED_COLUMNS = {"id", "created_at", "updated_at", "prospect_id", "version"}
+counter = itertools.count()
+
+
+def final_rows(db_rows, session_id: str, suffix: str) -> dict:
+    """The call's inbound_calls and call_logs rows, without per-run ids and clocks."""
+
+    def normalise(row: dict) -> dict:
+        return {
+            key: value.removesuffix(suffix) if isinstance(value, str) else value
+            for key, value in row.items()
+            if key not in IGNORED_COLUMNS
+        }
+
+    calls = db_rows("SELECT * FROM inbound_calls WHERE call_session_id = %s", (session_id,))
+    logs = db_rows("SELECT * FROM call_logs WHERE call_session_id = %s", (session_id,))
+    return {"calls": [normalise(r) for r in calls], "logs": [normalise(r) for r in logs]}
+
+
+def deliver(post_webhook, events) -> None:
+    for body in events:
+        assert post_webhook(body).status_code == 200
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    which=st.sampled_from(sorted(CALL_FIXTURES)),
+    order=st.randoms(use_true_random=False),
+    repeats=st.lists(st.integers(min_value=0, max_value=5), max_size=6),
+)
+def test_any_order_with_duplicates_gives_the_same_rows(
+    post_webhook, db_rows, redis_client, redis_prefix, which, order, repeats
+):
+    events = CALL_FIXTURES[which]
+    reference = f"-ref{next(counter)}"
+    deliver(post_webhook, renamed(events, reference))
+
+    suffix = f"-run{next(counter)}"
+    shuffled = renamed(events, suffix)
+    shuffled += [shuffled[i % len(shuffled)] for i in repeats]
+    order.shuffle(shuffled)
+    deliver(post_webhook, shuffled)
+
+    session = events[0]["data"]["payload"]["call_session_id"]
+    expected = final_rows(db_rows, session + reference, reference)
+    actual = final_rows(db_rows, session + suffix, suffix)
+    assert actual == expected
+    assert len(actual["logs"]) == 1
+
+    # Live state: the call is over, no longer ringing, and each step was announced at most once,
+    # never a ring after the end.
+    caller = events[0]["data"]["payload"]["call_control_id"] + suffix
+    assert redis_client.hget(f"{redis_prefix}call:{caller}", "status") == "ended"
+    assert redis_client.zscore(f"{redis_prefix}calls:ringing", caller) is None
+    names = [
+        fields["event"]
+        for _, fields in redis_client.xrange(f"{redis_prefix}events")
+        if json.loads(fields["data"])["call_control_id"] == caller
+    ]
+    assert len(names) == len(set(names))
+    assert names.index("call.ended") == len(names) - 1 or names[-1] == "call.recording"
+    if "call.ringing" in names:
+        assert names.index("call.ringing") == 0
