@@ -33,6 +33,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(settings)
     if config is not None:
         app.config.update({k: v for k, v in config.items() if not isinstance(v, str)})
+    configure_logging(app.config["LOG_LEVEL"])
     app.json.sort_keys = False
     # The webhook has its own, smaller limit; this bounds every other body.
     app.config.setdefault("MAX_CONTENT_LENGTH", 1024 * 1024)
@@ -55,6 +56,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(agent_api.bp)
     app.register_blueprint(ops.bp)
     return app
+
+
+def configure_logging(level: str) -> None:
+    """Send the service's logs to stderr unless the host process has set logging up already."""
+    package_logger = logging.getLogger(__name__)
+    package_logger.setLevel(level)
+    if not logging.getLogger().handlers and not package_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        package_logger.addHandler(handler)
 
 
 def exit_with_config_error(error: ConfigError) -> None:

@@ -14,6 +14,7 @@ from dotenv import dotenv_values
 APP_ENVS = ("production", "development")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class ConfigError(Exception):
@@ -63,6 +64,13 @@ def _integer(env: Mapping[str, str], name: str, default: int, minimum: int, maxi
     if not minimum <= number <= maximum:
         raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {number}")
     return number
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (_text(env, name) or default).upper()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def _url(env: Mapping[str, str], name: str, default: str | None, schemes: tuple[str, ...]) -> str:
@@ -151,4 +159,5 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
         "RECORD_CALLS": _boolean(env, "RECORD_CALLS", True),
         "RING_TIMEOUT_SECONDS": _integer(env, "RING_TIMEOUT_SECONDS", 30, 5, 600),
         "API_PORT": _integer(env, "API_PORT", 3000, 1, 65535),
+        "LOG_LEVEL": _choice(env, "LOG_LEVEL", "INFO", LOG_LEVELS),
     }

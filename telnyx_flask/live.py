@@ -8,9 +8,9 @@ from importlib import resources
 from typing import Any
 
 import redis
+from flask import Flask, current_app
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from flask import Flask, current_app
 
 from .errors import StorageUnavailable
 from .keys import ACTIVE_CALL_TTL_SECONDS, ENDED_CALL_TTL_SECONDS, RedisKeys

@@ -28,15 +28,23 @@ def test_production_defaults():
 
 
 def test_seed_db_parts_build_the_database_url():
-    config = config_from_environment({**PRODUCTION, "DB_HOST": "db.internal", "DB_PORT": "6543",
-                                      "DB_NAME": "calls", "DB_USER": "app",
-                                      "DB_PASSWORD": "p@ss/word"})
+    config = config_from_environment(
+        {
+            **PRODUCTION,
+            "DB_HOST": "db.internal",
+            "DB_PORT": "6543",
+            "DB_NAME": "calls",
+            "DB_USER": "app",
+            "DB_PASSWORD": "p@ss/word",
+        }
+    )
     assert config["DATABASE_URL"] == "postgresql://app:p%40ss%2Fword@db.internal:6543/calls"
 
 
 def test_database_url_wins_over_db_parts():
-    config = config_from_environment({**PRODUCTION, "DB_HOST": "ignored",
-                                      "DATABASE_URL": "postgresql://u@h/d"})
+    config = config_from_environment(
+        {**PRODUCTION, "DB_HOST": "ignored", "DATABASE_URL": "postgresql://u@h/d"}
+    )
     assert config["DATABASE_URL"] == "postgresql://u@h/d"
 
 
@@ -57,6 +65,7 @@ def test_database_url_wins_over_db_parts():
         ({"REDIS_URL": "http://x"}, "REDIS_URL must be a redis/rediss/unix URL"),
         ({"TELNYX_API_BASE": "ftp://x"}, "TELNYX_API_BASE must be a http/https URL"),
         ({"RECORD_CALLS": "sometimes"}, "RECORD_CALLS must be true or false"),
+        ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL must be one of"),
     ],
 )
 def test_bad_setting_is_named(overrides, named):
@@ -84,12 +93,18 @@ def test_dotenv_is_read_only_in_development(tmp_path, monkeypatch):
 
 
 def test_startup_with_a_missing_setting_prints_one_line_naming_it(tmp_path):
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("TELNYX_", "APP_ENV", "SECRET_KEY"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("TELNYX_", "APP_ENV", "SECRET_KEY"))
+    }
     result = subprocess.run(
-        [sys.executable, "-c", "import wsgi"], cwd=Path(__file__).parent.parent,
+        [sys.executable, "-c", "import wsgi"],
+        cwd=Path(__file__).parent.parent,
         env={**env, "SECRET_KEY": "s", "TELNYX_API_KEY": "k"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

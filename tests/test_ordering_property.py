@@ -35,8 +35,9 @@ def deliver(post_webhook, events) -> None:
         assert post_webhook(body).status_code == 200
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     which=st.sampled_from(sorted(CALL_FIXTURES)),
     order=st.randoms(use_true_random=False),

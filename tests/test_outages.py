@@ -59,7 +59,9 @@ def test_postgresql_down_is_503_and_the_retry_applies_once(
     response = post(client, answered)
     assert response.status_code == 503
     assert response.get_json()["error"] == {
-        "code": "storage_unavailable", "message": "postgresql is unavailable"}
+        "code": "storage_unavailable",
+        "message": "postgresql is unavailable",
+    }
     assert response.headers["Retry-After"] == "1"
     # Nothing was announced that is not durable.
     assert announced(redis_client, redis_prefix) == ["call.ringing"]
@@ -118,7 +120,9 @@ def test_readyz_names_the_dependency_that_is_down(proxied):
     app, proxies = proxied
     client = app.test_client()
     assert client.get("/readyz").get_json() == {
-        "status": "ready", "checks": {"postgresql": "ok", "redis": "ok"}}
+        "status": "ready",
+        "checks": {"postgresql": "ok", "redis": "ok"},
+    }
     proxies["redis"].cut()
     response = client.get("/readyz")
     assert response.status_code == 503

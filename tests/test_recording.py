@@ -47,7 +47,8 @@ def test_transfer_leg_answering_does_not_start_a_second_recording(app, post_webh
     leg_b_answered["data"]["id"] = "leg-b-answered"
     leg_b_answered["data"]["payload"].update(
         call_control_id=leg_b["data"]["payload"]["call_control_id"],
-        call_leg_id=leg_b["data"]["payload"]["call_leg_id"])
+        call_leg_id=leg_b["data"]["payload"]["call_leg_id"],
+    )
     for body in (initiated, leg_b, answered, leg_b_answered):
         post_webhook(body)
     fake_telnyx.wait_for_commands(1, action="record_start")

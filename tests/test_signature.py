@@ -17,8 +17,9 @@ BODY = encode(load_fixture("11_missed.call.initiated.json"))
 
 
 def post(client, body: bytes, headers: dict):
-    return client.post("/api/telnyx/webhook", data=body,
-                       headers={"Content-Type": "application/json", **headers})
+    return client.post(
+        "/api/telnyx/webhook", data=body, headers={"Content-Type": "application/json", **headers}
+    )
 
 
 def assert_rejected(response, db_rows):
@@ -117,8 +118,7 @@ def test_verification_off_in_development_accepts_unsigned_and_warns(settings, ca
 
 def test_a_fresh_key_pair_round_trips(settings):
     seed = bytes([7]) * 32
-    settings["TELNYX_PUBLIC_KEY"] = base64.b64encode(
-        bytes(SigningKey(seed).verify_key)).decode()
+    settings["TELNYX_PUBLIC_KEY"] = base64.b64encode(bytes(SigningKey(seed).verify_key)).decode()
     client = create_app(settings).test_client()
     assert post(client, BODY, signed_headers(BODY, seed=seed)).status_code == 200
     assert post(client, BODY, signed_headers(BODY)).status_code == 401
