@@ -36,6 +36,42 @@ LANGUAGE sql STABLE AS $$
     SELECT to_jsonb(c) || jsonb_build_object('outcome', call_outcome(c), 'duration', call_duration(c))
 $$;
 
+-- The call's log row, written from the merged call once it has ended. It is rewritten each time,
+-- so it is the same whatever order the events came in.
+CREATE FUNCTION write_call_log(c inbound_calls) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF c.ended_at IS NULL OR c.call_control_id IS NULL THEN
+        RETURN;
+    END IF;
+    INSERT INTO call_logs (call_sid, call_session_id, direction, from_number, phone_number,
+                           to_number, started_at, ended_at, duration, outcome, end_reason,
+                           hangup_source, answered_by, caller_id, prospect_id, prospect_name,
+                           recording_url)
+    VALUES (c.call_control_id, c.call_session_id, 'inbound', c.from_number, c.from_number,
+            c.to_number, COALESCE(c.started_at, c.ringing_since), c.ended_at,
+            call_duration(c), call_outcome(c), c.hangup_cause, c.hangup_source,
+            c.answered_by, c.answered_by, c.prospect_id, c.prospect_name, c.recording_url)
+    ON CONFLICT (call_sid) DO UPDATE SET
+        call_session_id = EXCLUDED.call_session_id,
+        from_number     = EXCLUDED.from_number,
+        phone_number    = EXCLUDED.phone_number,
+        to_number       = EXCLUDED.to_number,
+        started_at      = EXCLUDED.started_at,
+        ended_at        = EXCLUDED.ended_at,
+        duration        = EXCLUDED.duration,
+        outcome         = EXCLUDED.outcome,
+        end_reason      = EXCLUDED.end_reason,
+        hangup_source   = EXCLUDED.hangup_source,
+        answered_by     = EXCLUDED.answered_by,
+        caller_id       = EXCLUDED.caller_id,
+        prospect_id     = EXCLUDED.prospect_id,
+        prospect_name   = EXCLUDED.prospect_name,
+        recording_url   = EXCLUDED.recording_url,
+        updated_at      = now();
+END
+$$;
+
 CREATE FUNCTION apply_call_event(
     p_event_id text,
     p_event_type text,
@@ -161,35 +197,7 @@ BEGIN
     WHERE inbound_calls.id = c.id
     RETURNING inbound_calls.* INTO c;
 
-    IF c.ended_at IS NOT NULL AND c.call_control_id IS NOT NULL THEN
-        -- The log row is rewritten from the merged call each time, so it is the same whatever
-        -- order the events came in.
-        INSERT INTO call_logs (call_sid, call_session_id, direction, from_number, phone_number,
-                               to_number, started_at, ended_at, duration, outcome, end_reason,
-                               hangup_source, answered_by, caller_id, prospect_id, prospect_name,
-                               recording_url)
-        VALUES (c.call_control_id, c.call_session_id, 'inbound', c.from_number, c.from_number,
-                c.to_number, COALESCE(c.started_at, c.ringing_since), c.ended_at,
-                call_duration(c), call_outcome(c), c.hangup_cause, c.hangup_source,
-                c.answered_by, c.answered_by, c.prospect_id, c.prospect_name, c.recording_url)
-        ON CONFLICT (call_sid) DO UPDATE SET
-            call_session_id = EXCLUDED.call_session_id,
-            from_number     = EXCLUDED.from_number,
-            phone_number    = EXCLUDED.phone_number,
-            to_number       = EXCLUDED.to_number,
-            started_at      = EXCLUDED.started_at,
-            ended_at        = EXCLUDED.ended_at,
-            duration        = EXCLUDED.duration,
-            outcome         = EXCLUDED.outcome,
-            end_reason      = EXCLUDED.end_reason,
-            hangup_source   = EXCLUDED.hangup_source,
-            answered_by     = EXCLUDED.answered_by,
-            caller_id       = EXCLUDED.caller_id,
-            prospect_id     = EXCLUDED.prospect_id,
-            prospect_name   = EXCLUDED.prospect_name,
-            recording_url   = EXCLUDED.recording_url,
-            updated_at      = now();
-    END IF;
+    PERFORM write_call_log(c);
 
     RETURN jsonb_build_object('duplicate', false, 'leg', leg, 'call', call_view(c));
 END
