@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import ConfigError, config_from_environment
 from .signature import WebhookVerifier
@@ -36,7 +37,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     configure_logging(app.config["LOG_LEVEL"])
     app.json.sort_keys = False
     # The webhook has its own, smaller limit; this bounds every other body.
-    app.config.setdefault("MAX_CONTENT_LENGTH", 1024 * 1024)
+    if app.config["MAX_CONTENT_LENGTH"] is None:
+        app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
 
     if app.config["TELNYX_WEBHOOK_VERIFY"]:
         app.extensions["webhook_verifier"] = WebhookVerifier(app.config["TELNYX_PUBLIC_KEY"])
@@ -46,12 +48,33 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.extensions["webhook_verifier"] = None
         log.warning("TELNYX_WEBHOOK_VERIFY is off: webhooks are NOT verified (development only)")
 
-    from . import agent_api, db, errors, followups, live, ops, webhooks
+    from . import (
+        agent_api,
+        auth,
+        db,
+        errors,
+        followups,
+        live,
+        ops,
+        prospects,
+        ring_timeout,
+        users,
+        webhooks,
+    )
+
+    if app.config["TRUSTED_PROXY_COUNT"]:
+        # Behind nginx: take the client address and scheme from the proxy's headers.
+        count = app.config["TRUSTED_PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
 
     db.init_app(app)
     live.init_app(app, app.config.get("REDIS_CLIENT"))
     followups.init_app(app)
+    ring_timeout.init_app(app)
     errors.init_app(app)
+    auth.init_app(app)
+    users.init_app(app)
+    prospects.init_app(app)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(agent_api.bp)
     app.register_blueprint(ops.bp)

@@ -1,14 +1,25 @@
-"""The agents' HTTP API: the calls ringing now."""
+"""The agents' HTTP API: ringing calls, and answer, decline, hang up."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
-from .auth import agent_required
-from .calls import ringing_calls
+from .auth import agent_required, current_agent
+from .calls import answer_call, decline_call, end_call, ringing_calls, sip_uri_for
+from .db import get_db
+from .errors import ApiError
 from .live import get_live
+from .request_body import json_object
 
 bp = Blueprint("agent_api", __name__)
+
+MAX_CALL_CONTROL_ID = 256
+
+
+def _call_control_id(value: str) -> str:
+    if not value or len(value) > MAX_CALL_CONTROL_ID or not value.isprintable():
+        raise ApiError("call_control_id is malformed", code="invalid_call_control_id")
+    return value
 
 
 @bp.get("/api/telnyx/calls/pending")
@@ -16,3 +27,52 @@ bp = Blueprint("agent_api", __name__)
 def pending_calls():
     """Ringing calls, oldest first, in the seed's shape."""
     return jsonify({"success": True, "calls": ringing_calls(get_live())})
+
+
+@bp.post("/api/telnyx/calls/<path:call_control_id>/answer")
+@agent_required
+def answer(call_control_id: str):
+    """Take a ringing call: exactly one agent wins, the rest get 409 naming the winner."""
+    agent = current_agent()
+    config = current_app.config
+    sip_uri = sip_uri_for(agent, config["TELNYX_SIP_DOMAIN"], config["TELNYX_SIP_USERNAME"])
+    result = answer_call(
+        get_db(),
+        get_live(),
+        current_app.extensions["telnyx"],
+        agent,
+        _call_control_id(call_control_id),
+        sip_uri,
+    )
+    return jsonify({"success": True, **result})
+
+
+@bp.post("/api/telnyx/calls/<path:call_control_id>/decline")
+@agent_required
+def decline(call_control_id: str):
+    """Reject a ringing call (cause CALL_REJECTED, or USER_BUSY)."""
+    cause = json_object(required=False).get("cause", "CALL_REJECTED")
+    if not isinstance(cause, str):
+        raise ApiError("cause must be a string", code="invalid_cause")
+    result = decline_call(
+        get_db(),
+        get_live(),
+        current_app.extensions["telnyx"],
+        current_agent(),
+        _call_control_id(call_control_id),
+        cause,
+    )
+    return jsonify({"success": True, **result})
+
+
+@bp.post("/api/telnyx/calls/<path:call_control_id>/end")
+@agent_required
+def end(call_control_id: str):
+    """Hang up a call the agent took; already ended is a 200 with already_ended: true."""
+    result = end_call(
+        get_live(),
+        current_app.extensions["telnyx"],
+        current_agent(),
+        _call_control_id(call_control_id),
+    )
+    return jsonify({"success": True, **result})

@@ -1,14 +1,77 @@
-"""Calls: what an event does to a call, across the durable record and the live state."""
+"""Calls: what a webhook does to a call, and what an agent may do with one."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
+from .auth import Agent
 from .db import Database
-from .events import ANNOUNCED_ANSWERED, ANSWERED, WebhookEvent
+from .errors import ApiError
+from .events import ANNOUNCED_ANSWERED, ANSWERED, ANSWERING, ENDED, RINGING, WebhookEvent
 from .followups import FollowUps
-from .live import LiveState
-from .records import record_event
+from .live import Claim, LiveState
+from .records import record_agent_action, record_event
+from .telnyx_api import REJECT_CAUSES, TelnyxClient, TelnyxError
+
+
+class CallNotFound(ApiError):
+    """No such call, or it has ended."""
+
+    status = 404
+    code = "call_not_found"
+
+
+class CallTaken(ApiError):
+    """Another agent (or the ring timeout) took the call first."""
+
+    status = 409
+    code = "call_taken"
+
+    def __init__(self, message: str, claimed_by: dict[str, str | None] | None):
+        super().__init__(message)
+        self.claimed_by = claimed_by
+
+    def details(self) -> dict[str, Any]:
+        return {"claimed_by": self.claimed_by}
+
+
+class CallNotAnswered(ApiError):
+    """The call is still ringing; decline it instead."""
+
+    status = 409
+    code = "call_not_answered"
+
+
+class NotYourCall(ApiError):
+    """Only the agent who took a call may hang it up."""
+
+    status = 403
+    code = "not_your_call"
+
+
+class TelnyxRefused(ApiError):
+    """Telnyx refused (or never answered) a command; the claim was released."""
+
+    status = 502
+    code = "telnyx_refused"
+
+    def __init__(self, error: TelnyxError):
+        reason = error.detail or error.title or "no answer"
+        super().__init__(f"Telnyx refused {error.action}: {reason}")
+        self.telnyx_code = error.code
+        self.telnyx_status = error.status
+
+    def details(self) -> dict[str, Any]:
+        return {"telnyx": {"status": self.telnyx_status, "code": self.telnyx_code}}
+
+
+class TelnyxNotConfigured(ApiError):
+    """TELNYX_API_KEY is not set, so no command can be sent."""
+
+    status = 503
+    code = "telnyx_not_configured"
 
 
 @dataclass(frozen=True)
@@ -40,6 +103,121 @@ def apply_event(
     return AppliedEvent("duplicate" if recorded.duplicate else "applied", tuple(announced))
 
 
-def ringing_calls(live: LiveState) -> list[dict]:
+def ringing_calls(live: LiveState) -> list[dict[str, Any]]:
     """The calls ringing now, oldest first."""
     return live.ringing_calls()
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, the unit of the Redis scores."""
+    return int(time.time() * 1000)
+
+
+def _require_telnyx(telnyx: TelnyxClient | None) -> TelnyxClient:
+    if telnyx is None:
+        raise TelnyxNotConfigured("TELNYX_API_KEY is not set; calls cannot be controlled")
+    return telnyx
+
+
+def _take(live: LiveState, call_control_id: str, agent: Agent, action: str) -> None:
+    """Claim the call for this agent, or raise why not. Pressing again is not a conflict."""
+    claim: Claim = live.claim_call(call_control_id, agent.id, agent.name, action, now_ms())
+    if claim.result == "claimed":
+        return
+    if claim.result == "missing" or claim.status == ENDED:
+        raise CallNotFound("no ringing call with that id (unknown, or it has ended)")
+    if (
+        claim.claimed_by_id == agent.id
+        and claim.action == action
+        and claim.status in (ANSWERING, ANSWERED)
+    ):
+        return  # the same agent's retry: the commands below are idempotent (command_id)
+    who = {"id": claim.claimed_by_id, "name": claim.claimed_by_name}
+    raise CallTaken(
+        f"the call was taken by {claim.claimed_by_name or 'someone else'}",
+        who if claim.claimed_by_id else None,
+    )
+
+
+def sip_uri_for(agent: Agent, sip_domain: str, fallback_username: str | None) -> str:
+    """Where an agent's calls are transferred: sip:<username>@<domain>."""
+    username = agent.sip_username or fallback_username
+    if not username:
+        raise ApiError(
+            "this agent has no SIP username and TELNYX_SIP_USERNAME is not set",
+            status=409,
+            code="no_sip_username",
+        )
+    return f"sip:{username}@{sip_domain}"
+
+
+def answer_call(
+    db: Database,
+    live: LiveState,
+    telnyx: TelnyxClient | None,
+    agent: Agent,
+    call_control_id: str,
+    sip_uri: str,
+) -> dict[str, Any]:
+    """Take a ringing call for `agent`: claim it, answer the caller, transfer to the agent."""
+    telnyx = _require_telnyx(telnyx)
+    _take(live, call_control_id, agent, "answer")
+    try:
+        # Telnyx requires an incoming call to be answered before it can be transferred.
+        telnyx.answer(call_control_id)
+        telnyx.transfer(call_control_id, sip_uri)
+    except TelnyxError as error:
+        live.release_call(call_control_id, agent.id, f"{error.action} failed")
+        if error.call_already_ended:
+            raise CallNotFound("the caller hung up before the call could be answered") from error
+        raise TelnyxRefused(error) from error
+    record_agent_action(db, call_control_id, "answer", agent.id)
+    return {"call_control_id": call_control_id, "transferred_to": sip_uri, "agent": agent.public()}
+
+
+def decline_call(
+    db: Database,
+    live: LiveState,
+    telnyx: TelnyxClient | None,
+    agent: Agent,
+    call_control_id: str,
+    cause: str,
+) -> dict[str, Any]:
+    """Reject a ringing call on the agent's behalf (outcome: declined)."""
+    if cause not in REJECT_CAUSES:
+        raise ApiError(f"cause must be one of {', '.join(REJECT_CAUSES)}", code="invalid_cause")
+    telnyx = _require_telnyx(telnyx)
+    _take(live, call_control_id, agent, "decline")
+    try:
+        telnyx.reject(call_control_id, cause)
+    except TelnyxError as error:
+        live.release_call(call_control_id, agent.id, "reject failed")
+        if error.call_already_ended:
+            raise CallNotFound("the caller hung up before the call was declined") from error
+        raise TelnyxRefused(error) from error
+    record_agent_action(db, call_control_id, "decline", agent.id)
+    return {"call_control_id": call_control_id, "cause": cause}
+
+
+def end_call(
+    live: LiveState, telnyx: TelnyxClient | None, agent: Agent, call_control_id: str
+) -> dict[str, Any]:
+    """Hang up a call the agent took; a call that already ended is not an error."""
+    telnyx = _require_telnyx(telnyx)
+    call = live.call(call_control_id)
+    if call is None:
+        raise CallNotFound("no live call with that id")
+    if call["status"] == ENDED:
+        return {"call_control_id": call_control_id, "already_ended": True}
+    if call["status"] == RINGING:
+        raise CallNotAnswered("the call is still ringing: decline it instead")
+    claimer = call["claimed_by"]
+    if claimer is not None and claimer["id"] != agent.id:
+        raise NotYourCall(f"the call is {claimer['name'] or 'another agent'}'s")
+    try:
+        telnyx.hangup(call_control_id)
+    except TelnyxError as error:
+        if error.call_already_ended:
+            return {"call_control_id": call_control_id, "already_ended": True}
+        raise TelnyxRefused(error) from error
+    return {"call_control_id": call_control_id, "already_ended": False}

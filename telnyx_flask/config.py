@@ -73,6 +73,21 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return value
 
 
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    origins = []
+    for item in (_text(env, name) or "").split(","):
+        item = item.strip().rstrip("/")
+        if not item:
+            continue
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise ConfigError(
+                f"{name} must list origins like https://calls.example.com, got {item!r}"
+            )
+        origins.append(item)
+    return tuple(origins)
+
+
 def _url(env: Mapping[str, str], name: str, default: str | None, schemes: tuple[str, ...]) -> str:
     value = _text(env, name, default)
     if value is None:
@@ -158,6 +173,15 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
         "TELNYX_CREDENTIAL_ID": _text(env, "TELNYX_CREDENTIAL_ID"),
         "RECORD_CALLS": _boolean(env, "RECORD_CALLS", True),
         "RING_TIMEOUT_SECONDS": _integer(env, "RING_TIMEOUT_SECONDS", 30, 5, 600),
+        "RING_TIMEOUT_SWEEP": _boolean(env, "RING_TIMEOUT_SWEEP", True),
         "API_PORT": _integer(env, "API_PORT", 3000, 1, 65535),
         "LOG_LEVEL": _choice(env, "LOG_LEVEL", "INFO", LOG_LEVELS),
+        "AUTH_TOKEN_TTL_SECONDS": _integer(
+            env, "AUTH_TOKEN_TTL_SECONDS", 12 * 3600, 60, 30 * 86400
+        ),
+        "LOGIN_WINDOW_SECONDS": _integer(env, "LOGIN_WINDOW_SECONDS", 300, 1, 86400),
+        "LOGIN_MAX_PER_IP": _integer(env, "LOGIN_MAX_PER_IP", 50, 1, 1_000_000),
+        "LOGIN_MAX_PER_EMAIL": _integer(env, "LOGIN_MAX_PER_EMAIL", 10, 1, 1_000_000),
+        "ALLOWED_ORIGINS": _origins(env, "ALLOWED_ORIGINS"),
+        "TRUSTED_PROXY_COUNT": _integer(env, "TRUSTED_PROXY_COUNT", 0, 0, 10),
     }

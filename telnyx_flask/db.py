@@ -16,6 +16,7 @@ import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.pool
 from flask import Flask, current_app
+from flask.cli import AppGroup
 
 from .errors import StorageUnavailable
 
@@ -164,9 +165,7 @@ def pending_migrations(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     return [version for version, _ in migration_files(directory) if version not in done]
 
 
-@click.group("db")
-def db_cli() -> None:
-    """Database commands."""
+db_cli = AppGroup("db", help="Database commands.")
 
 
 def create_database_if_missing(dsn: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -23,6 +24,14 @@ class ApiError(Exception):
             self.status = status
         if code is not None:
             self.code = code
+
+    def details(self) -> dict[str, Any]:
+        """Extra fields for the error object (who took a call, Telnyx's code...)."""
+        return {}
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (Retry-After...)."""
+        return {}
 
 
 class BadWebhook(ApiError):
@@ -57,10 +66,15 @@ class StorageUnavailable(ApiError):
         self.dependency = dependency
         self.detail = detail
 
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
-def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
+
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> tuple[Response, int]:
     """The JSON error body every /api endpoint uses."""
-    return jsonify({"error": {"code": code, "message": message}}), status
+    return jsonify({"error": {"code": code, "message": message, **(details or {})}}), status
 
 
 def init_app(app: Flask) -> None:
@@ -76,10 +90,9 @@ def init_app(app: Flask) -> None:
                 error.dependency,
                 error.detail,
             )
-            response, status = error_response(error.status, error.code, error.message)
-            response.headers["Retry-After"] = "1"
-            return response, status
-        return error_response(error.status, error.code, error.message)
+        response, status = error_response(error.status, error.code, error.message, error.details())
+        response.headers.update(error.headers())
+        return response, status
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(error: HTTPException):

@@ -28,3 +28,16 @@ class RedisKeys:
     def events(self) -> str:
         """The capped stream of call events that the SSE endpoint reads."""
         return f"{self.prefix}events"
+
+    def revoked_token(self, token_id: str) -> str:
+        """Marks a signed-out bearer token; expires when the token would have."""
+        return f"{self.prefix}auth:revoked:{token_id}"
+
+    def login_attempts(self, kind: str, value: str) -> str:
+        """Counter of sign-in attempts per client address or per email hash; one window long."""
+        return f"{self.prefix}auth:attempts:{kind}:{value}"
+
+    @property
+    def claimed(self) -> str:
+        """Sorted set of calls an agent is taking (answering), scored by claim time (ms)."""
+        return f"{self.prefix}calls:claimed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -13,6 +14,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from .errors import StorageUnavailable
+from .events import ANSWERING
 from .keys import ACTIVE_CALL_TTL_SECONDS, ENDED_CALL_TTL_SECONDS, RedisKeys
 
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
@@ -49,6 +51,8 @@ class LiveState:
         self.stream_maxlen = stream_maxlen
         self._apply = client.register_script(_script("apply_call_state.lua"))
         self._ringing = client.register_script(_script("ringing_calls.lua"))
+        self._claim = client.register_script(_script("claim_call.lua"))
+        self._release = client.register_script(_script("release_call.lua"))
 
     def apply_call_state(self, call: dict[str, Any]) -> list[str]:
         """Merge a call's durable state into Redis; return the events it announced."""
@@ -69,7 +73,12 @@ class LiveState:
         stored = {name: value for name, value in fields.items() if name != "status"}
         try:
             announced = self._apply(
-                keys=[self.keys.call(call["call_control_id"]), self.keys.ringing, self.keys.events],
+                keys=[
+                    self.keys.call(call["call_control_id"]),
+                    self.keys.ringing,
+                    self.keys.events,
+                    self.keys.claimed,
+                ],
                 args=[
                     call["version"],
                     call["status"],
@@ -87,7 +96,7 @@ class LiveState:
             )
         except REDIS_ERRORS as exc:
             raise StorageUnavailable("redis", str(exc)) from exc
-        return [name.decode() if isinstance(name, bytes) else name for name in announced]
+        return [_text(name) for name in announced]
 
     def ringing_calls(self) -> list[dict[str, Any]]:
         """The calls ringing now, oldest first."""
@@ -97,13 +106,109 @@ class LiveState:
             raise StorageUnavailable("redis", str(exc)) from exc
         calls = []
         for flat in replies:
-            pairs = [item.decode() if isinstance(item, bytes) else item for item in flat]
+            pairs = [_text(item) for item in flat]
             calls.append(call_summary(dict(zip(pairs[::2], pairs[1::2], strict=True))))
         return calls
+
+    def call(self, call_control_id: str) -> dict[str, Any] | None:
+        """One live call, or None when Redis does not know it (never seen, or expired)."""
+        try:
+            fields = self.client.hgetall(self.keys.call(call_control_id))
+        except REDIS_ERRORS as exc:
+            raise StorageUnavailable("redis", str(exc)) from exc
+        if not fields:
+            return None
+        return call_summary({_text(k): _text(v) for k, v in fields.items()})
+
+    def claim_call(
+        self, call_control_id: str, agent_id: str, agent_name: str, action: str, now_ms: int
+    ) -> Claim:
+        """Atomically move a ringing call to answering for one agent, announcing call.claimed."""
+        data = {
+            "call_control_id": call_control_id,
+            "agent": {"id": agent_id, "name": agent_name},
+            "action": action,
+        }
+        try:
+            reply = self._claim(
+                keys=self._claim_keys(call_control_id),
+                args=[agent_id, agent_name, action, now_ms, json.dumps(data), self.stream_maxlen],
+            )
+        except REDIS_ERRORS as exc:
+            raise StorageUnavailable("redis", str(exc)) from exc
+        reply = [_text(item) for item in reply]
+        if reply[0] == "taken":
+            return Claim("taken", reply[1], reply[2] or None, reply[3] or None, reply[4] or None)
+        return Claim(reply[0])
+
+    def release_call(self, call_control_id: str, agent_id: str, reason: str) -> bool:
+        """Give a claim back (answering -> ringing) if `agent_id` still holds it."""
+        data = {"call_control_id": call_control_id, "reason": reason}
+        try:
+            released = self._release(
+                keys=self._claim_keys(call_control_id),
+                args=[agent_id, json.dumps(data), self.stream_maxlen],
+            )
+        except REDIS_ERRORS as exc:
+            raise StorageUnavailable("redis", str(exc)) from exc
+        return bool(released)
+
+    def ringing_longer_than(self, before_ms: int, limit: int = 50) -> list[str]:
+        """call_control_ids of calls ringing since before `before_ms`, oldest first."""
+        try:
+            members = self.client.zrange(
+                self.keys.ringing, "-inf", before_ms, byscore=True, offset=0, num=limit
+            )
+        except REDIS_ERRORS as exc:
+            raise StorageUnavailable("redis", str(exc)) from exc
+        return [_text(member) for member in members]
+
+    def claimed_before(self, before_ms: int, limit: int = 50) -> list[tuple[str, str]]:
+        """(call_control_id, claimer) of claims taken before `before_ms` that are still open."""
+        try:
+            members = self.client.zrange(
+                self.keys.claimed, "-inf", before_ms, byscore=True, offset=0, num=limit
+            )
+            with self.client.pipeline(transaction=False) as pipe:
+                for member in members:
+                    pipe.hmget(self.keys.call(_text(member)), "status", "claimed_by_id")
+                states = pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise StorageUnavailable("redis", str(exc)) from exc
+        stale = []
+        for member, (status, claimer) in zip(members, states, strict=True):
+            if _text(status) == ANSWERING and claimer:
+                stale.append((_text(member), _text(claimer)))
+            else:
+                self.client.zrem(self.keys.claimed, member)
+        return stale
+
+    def _claim_keys(self, call_control_id: str) -> list[str]:
+        return [
+            self.keys.call(call_control_id),
+            self.keys.ringing,
+            self.keys.claimed,
+            self.keys.events,
+        ]
 
     def ping(self) -> bool:
         """True when Redis answers."""
         return bool(self.client.ping())
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to a claim: claimed, missing, or taken (with by whom, and what they did)."""
+
+    result: str
+    status: str | None = None
+    claimed_by_id: str | None = None
+    claimed_by_name: str | None = None
+    action: str | None = None
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def live_fields(call: dict[str, Any]) -> dict[str, str]:
@@ -134,6 +239,10 @@ def call_summary(fields: dict[str, str]) -> dict[str, Any]:
         summary["duration"] = int(summary["duration"])
     summary["from_number"] = summary["from"]
     summary["to_number"] = summary["to"]
+    claimer = fields.get("claimed_by_id")
+    summary["claimed_by"] = (
+        {"id": claimer, "name": fields.get("claimed_by_name")} if claimer else None
+    )
     return summary
 
 

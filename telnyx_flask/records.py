@@ -66,3 +66,14 @@ def record_event(db: Database, event: WebhookEvent, body: bytes) -> RecordedEven
         cur.execute(APPLY_CALL_EVENT, params)
         result = cur.fetchone()[0]
     return RecordedEvent(result["duplicate"], result["leg"], result["call"])
+
+
+def record_agent_action(
+    db: Database, call_control_id: str, action: str, agent_id: str
+) -> dict[str, Any] | None:
+    """Name the agent who answered or declined the call on its durable record."""
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT record_agent_action(%s, %s, %s, now())", (call_control_id, action, agent_id)
+        )
+        return cur.fetchone()[0]

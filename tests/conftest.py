@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import base64
 import copy
+import itertools
 import json
 import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -20,6 +22,8 @@ import redis
 from nacl.signing import SigningKey
 
 from telnyx_flask import create_app
+from telnyx_flask.auth import Agent, issue_token
+from telnyx_flask.users import create_user
 from telnyx_flask.db import upgrade
 from telnyx_flask.signature import sign
 
@@ -148,6 +152,8 @@ def app_settings(database_url: str, redis_prefix: str, telnyx_base: str) -> dict
         "TELNYX_API_KEY": "KEY_TEST",
         "TELNYX_API_BASE": telnyx_base,
         "TELNYX_PUBLIC_KEY": PUBLIC_KEY,
+        "TELNYX_SIP_DOMAIN": "sip.telnyx.com",
+        "RING_TIMEOUT_SWEEP": "false",
         "TESTING": True,
     }
 
@@ -207,3 +213,42 @@ def db_rows(database_url):
         return rows
 
     return query
+
+
+@dataclass(frozen=True)
+class TestAgent:
+    """An agent account made for a test, with its bearer-token headers."""
+
+    id: str
+    email: str
+    name: str
+    password: str
+    headers: dict[str, str]
+
+
+@pytest.fixture
+def make_agent(app):
+    """Create an agent and return it with a bearer token."""
+    counter = itertools.count(1)
+
+    def make(
+        name: str | None = None,
+        sip_username: str | None = "default",
+        password: str = "correct horse battery",
+    ) -> TestAgent:
+        n = next(counter)
+        name = name or f"Agent {n}"
+        email = f"{name.lower().replace(' ', '.')}@example.test"
+        sip = f"agent{n}x" if sip_username == "default" else sip_username
+        with app.app_context():
+            user_id = create_user(email, name, password, sip)
+            token = issue_token(Agent(user_id, email, name, sip))
+        return TestAgent(user_id, email, name, password, {"Authorization": f"Bearer {token}"})
+
+    return make
+
+
+@pytest.fixture
+def agent(make_agent) -> TestAgent:
+    """One agent, Alice."""
+    return make_agent("Alice", sip_username="agentalice")

@@ -12,7 +12,7 @@ from .servers import Gunicorn
 
 
 def test_concurrent_out_of_order_deliveries_across_workers_give_one_correct_row(
-    settings, db_rows, redis_client, redis_prefix
+    settings, db_rows, redis_client, redis_prefix, agent
 ):
     settings["RECORD_CALLS"] = "false"
     calls = [renamed(answered_call_events(), f"-g{n}") for n in range(20)]
@@ -34,7 +34,9 @@ def test_concurrent_out_of_order_deliveries_across_workers_give_one_correct_row(
 
         with ThreadPoolExecutor(16) as pool:
             responses = list(pool.map(deliver, deliveries))
-        pending = http.get(f"{server.url}/api/telnyx/calls/pending", timeout=5).json()
+        pending = http.get(
+            f"{server.url}/api/telnyx/calls/pending", headers=agent.headers, timeout=5
+        ).json()
 
     assert [r.status_code for r in responses] == [200] * len(deliveries)
     results = [r.json()["result"] for r in responses]

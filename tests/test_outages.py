@@ -108,10 +108,10 @@ def test_redis_down_after_postgresql_committed_is_finished_by_the_retry(
     assert db_rows("SELECT count(*) AS n FROM webhook_events") == [{"n": 2}]
 
 
-def test_pending_calls_is_503_when_redis_is_down(proxied):
+def test_pending_calls_is_503_when_redis_is_down(proxied, agent):
     app, proxies = proxied
     proxies["redis"].cut()
-    response = app.test_client().get("/api/telnyx/calls/pending")
+    response = app.test_client().get("/api/telnyx/calls/pending", headers=agent.headers)
     assert response.status_code == 503
     assert json.loads(response.data)["error"]["code"] == "storage_unavailable"
 

@@ -22,6 +22,20 @@ def stream_events(redis_client, redis_prefix):
     ]
 
 
+@pytest.fixture
+def pending(client, agent):
+    """The ringing calls, as an agent sees them."""
+
+    def fetch() -> list[dict]:
+        response = client.get("/api/telnyx/calls/pending", headers=agent.headers)
+        assert response.status_code == 200
+        body = response.get_json()
+        assert body["success"] is True
+        return body["calls"]
+
+    return fetch
+
+
 def test_answered_call_writes_one_log_row_with_talk_time_and_recording(post_webhook, db_rows):
     for body in answered_call_events():
         assert post_webhook(body).status_code == 200
@@ -74,11 +88,9 @@ def test_caller_lookup_names_the_prospect_on_the_log_row(post_webhook, db_rows, 
     assert log == {"prospect_name": "Dana Wu", "linked": True}
 
 
-def test_ringing_call_is_pending_and_announced(post_webhook, client, redis_client, redis_prefix):
+def test_ringing_call_is_pending_and_announced(post_webhook, pending, redis_client, redis_prefix):
     post_webhook(load_fixture("11_missed.call.initiated.json"))
-    body = client.get("/api/telnyx/calls/pending").get_json()
-    assert body["success"] is True
-    [call] = body["calls"]
+    [call] = pending()
     assert call["call_control_id"] == ABANDONED
     assert call["from"] == call["from_number"] == "+12025550188"
     assert call["caller_name"] == "ACME CORP"
@@ -86,22 +98,20 @@ def test_ringing_call_is_pending_and_announced(post_webhook, client, redis_clien
     assert [name for name, _ in stream_events(redis_client, redis_prefix)] == ["call.ringing"]
 
 
-def test_pending_lists_ringing_calls_oldest_first(post_webhook, client):
+def test_pending_lists_ringing_calls_oldest_first(post_webhook, pending):
     first, _ = abandoned_call_events()
     later = renamed([first], "-later")[0]
     later["data"]["payload"]["start_time"] = "2026-11-20T16:11:00Z"
     post_webhook(later)
     post_webhook(first)
-    calls = client.get("/api/telnyx/calls/pending").get_json()["calls"]
-    assert [c["call_control_id"] for c in calls] == [ABANDONED, ABANDONED + "-later"]
+    assert [c["call_control_id"] for c in pending()] == [ABANDONED, ABANDONED + "-later"]
 
 
-def test_transfer_leg_never_rings(post_webhook, client, redis_client, redis_prefix, db_rows):
+def test_transfer_leg_never_rings(post_webhook, pending, redis_client, redis_prefix, db_rows):
     post_webhook(load_fixture("02_call.initiated.leg_b_bridging.json"))
-    assert client.get("/api/telnyx/calls/pending").get_json()["calls"] == []
+    assert pending() == []
     post_webhook(load_fixture("01_call.initiated.json"))
-    calls = client.get("/api/telnyx/calls/pending").get_json()["calls"]
-    assert [c["call_control_id"] for c in calls] == [CALLER]
+    assert [c["call_control_id"] for c in pending()] == [CALLER]
     names = [name for name, _ in stream_events(redis_client, redis_prefix)]
     assert names == ["call.ringing"]
     [call] = db_rows("SELECT call_control_id, transfer_call_control_id FROM inbound_calls")
@@ -140,7 +150,7 @@ def test_duplicate_delivery_changes_nothing(post_webhook, db_rows, redis_client,
     assert db_rows("SELECT count(*) AS n FROM webhook_events") == [{"n": 6}]
 
 
-def test_hangup_before_initiated_still_makes_a_correct_record(post_webhook, db_rows, client):
+def test_hangup_before_initiated_still_makes_a_correct_record(post_webhook, db_rows, pending):
     initiated, hangup = abandoned_call_events()
     post_webhook(hangup)
     post_webhook(initiated)
@@ -148,7 +158,7 @@ def test_hangup_before_initiated_still_makes_a_correct_record(post_webhook, db_r
     assert log["outcome"] == "abandoned"
     assert log["from_number"] == "+12025550188"
     # The late call.initiated must not bring an ended call back to ringing.
-    assert client.get("/api/telnyx/calls/pending").get_json()["calls"] == []
+    assert pending() == []
     assert db_rows("SELECT status FROM inbound_calls") == [{"status": "ended"}]
 
 

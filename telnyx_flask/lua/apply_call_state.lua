@@ -1,5 +1,5 @@
 -- Merge a call's state from PostgreSQL into its live hash, and announce what changed.
--- KEYS: call hash, ringing zset, event stream.
+-- KEYS: call hash, ringing zset, event stream, claimed zset.
 -- ARGV: version, status, ringing score (ms), fields (JSON object of strings), call_control_id,
 --       ringing / answered / ended / recording event data (JSON), stream maxlen,
 --       active TTL, ended TTL.
@@ -21,7 +21,7 @@ end
 local had_recording = redis.call('HEXISTS', KEYS[1], 'recording_url') == 1
 
 local fields = cjson.decode(ARGV[4])
-local flat = {'version', ARGV[1], 'status', status}
+local flat = {'version', ARGV[1], 'status', status, 'ringing_score', ARGV[3]}
 for name, value in pairs(fields) do
   flat[#flat + 1] = name
   flat[#flat + 1] = value
@@ -41,6 +41,9 @@ if status == 'ringing' then
   end
 else
   redis.call('ZREM', KEYS[2], ARGV[5])
+end
+if status ~= 'answering' then
+  redis.call('ZREM', KEYS[4], ARGV[5])
 end
 if status == 'answered' and old_rank < 3 then
   announce('call.answered', ARGV[7])

@@ -1,0 +1,92 @@
+"""Prospects for caller lookup: the `prospects import FILE.csv` command."""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from .db import get_db
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+def to_e164(raw: str) -> str:
+    """Normalise a phone number to E.164; ValueError if it cannot be.
+
+    Punctuation and spaces are dropped; a leading 00 becomes +; ten digits with no country code
+    are taken as North American (+1), as the seed's numbers are.
+    """
+    text = raw.strip()
+    digits = re.sub(r"\D", "", text)
+    if text.startswith("+"):
+        candidate = f"+{digits}"
+    elif text.startswith("00"):
+        candidate = f"+{digits[2:]}"
+    elif len(digits) == 10:
+        candidate = f"+1{digits}"
+    elif len(digits) == 11 and digits.startswith("1"):
+        candidate = f"+{digits}"
+    else:
+        raise ValueError(f"cannot read {raw!r} as a phone number with a country code")
+    if not E164.match(candidate):
+        raise ValueError(f"{raw!r} is not a valid E.164 number")
+    return candidate
+
+
+@dataclass
+class ImportReport:
+    """What an import did: rows kept, and the bad ones by line number."""
+
+    imported: int
+    problems: list[tuple[int, str]]
+
+
+def import_prospects(path: Path) -> ImportReport:
+    """Read name,phone rows (a header row is optional); keep the good ones, report the bad."""
+    good: list[tuple[str, str]] = []
+    problems: list[tuple[int, str]] = []
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        for line_number, row in enumerate(csv.reader(handle), start=1):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if line_number == 1 and [c.strip().lower() for c in row[:2]] == ["name", "phone"]:
+                continue
+            if len(row) < 2:
+                problems.append((line_number, "expected two columns: name, phone"))
+                continue
+            name = row[0].strip()
+            if not name:
+                problems.append((line_number, "name is empty"))
+                continue
+            try:
+                good.append((name[:200], to_e164(row[1])))
+            except ValueError as error:
+                problems.append((line_number, str(error)))
+    if good:
+        with get_db().connection() as conn, conn.cursor() as cur:
+            cur.executemany("INSERT INTO prospects (name, phone_number) VALUES (%s, %s)", good)
+    return ImportReport(len(good), problems)
+
+
+prospects_cli = AppGroup("prospects", help="Prospects, for naming callers.")
+
+
+@prospects_cli.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_command(csv_file: Path) -> None:
+    """Import prospects from a CSV of name,phone."""
+    report = import_prospects(csv_file)
+    for line_number, problem in report.problems:
+        click.echo(f"line {line_number}: {problem}", err=True)
+    click.echo(f"imported {report.imported} prospects, skipped {len(report.problems)} bad rows")
+
+
+def init_app(app: Flask) -> None:
+    """Register the CLI group."""
+    app.cli.add_command(prospects_cli)

@@ -1,0 +1,96 @@
+"""Agent accounts: the `users` CLI group (create, list, deactivate)."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import click
+import psycopg2
+import psycopg2.errors
+from flask import Flask
+from flask.cli import AppGroup
+from werkzeug.security import generate_password_hash
+
+from .db import get_db
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Telnyx SIP usernames: letters, digits and a few marks, not starting with a digit.
+SIP_USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{2,63}$")
+MIN_PASSWORD_LENGTH = 8
+
+
+def create_user(email: str, name: str, password: str, sip_username: str | None) -> str:
+    """Insert an agent and return its id; ValueError for bad input or a taken email."""
+    if not EMAIL.match(email):
+        raise ValueError(f"not an email address: {email!r}")
+    if not name.strip():
+        raise ValueError("name must not be empty")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if sip_username is not None and not SIP_USERNAME.match(sip_username):
+        raise ValueError("sip username must start with a letter (letters, digits, _ . -)")
+    try:
+        with get_db().connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO users (email, name, password_hash, sip_username)"
+                " VALUES (%s, %s, %s, %s) RETURNING id::text",
+                (email.strip(), name.strip(), generate_password_hash(password), sip_username),
+            )
+            return cur.fetchone()[0]
+    except psycopg2.errors.UniqueViolation:
+        raise ValueError(f"an agent with email {email} already exists") from None
+
+
+users_cli = AppGroup("users", help="Agent accounts.")
+
+
+@users_cli.command("create")
+@click.option("--email", required=True)
+@click.option("--name", required=True)
+@click.option("--sip-username", default=None, help="The Telnyx SIP user the agent's phone uses.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def create_command(email: str, name: str, sip_username: str | None, password_stdin: bool) -> None:
+    """Create an agent (the password is prompted for unless --password-stdin)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user_id = create_user(email, name, password, sip_username)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"created agent {email} ({user_id})")
+
+
+@users_cli.command("list")
+def list_command() -> None:
+    """List agents."""
+    with get_db().connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT email, name, coalesce(sip_username, '-'), active FROM users ORDER BY email"
+        )
+        rows = cur.fetchall()
+    for email, name, sip_username, active in rows:
+        click.echo(f"{email}\t{name}\t{sip_username}\t{'active' if active else 'deactivated'}")
+
+
+@users_cli.command("deactivate")
+@click.argument("email")
+def deactivate_command(email: str) -> None:
+    """Deactivate an agent: sign-in and existing sessions stop working (403)."""
+    with get_db().connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE users SET active = false, updated_at = now()"
+            " WHERE lower(email) = lower(%s) RETURNING id",
+            (email,),
+        )
+        found = cur.fetchone()
+    if found is None:
+        raise click.ClickException(f"no agent with email {email}")
+    click.echo(f"deactivated {email}")
+
+
+def init_app(app: Flask) -> None:
+    """Register the CLI group."""
+    app.cli.add_command(users_cli)
