@@ -14,7 +14,6 @@ import click
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
-import psycopg2.pool
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
@@ -43,60 +42,68 @@ def make_cooperative_under_gevent() -> None:
 
 
 class Database:
-    """A pool of autocommit connections that waits (bounded) for a free one instead of failing."""
+    """A pool of autocommit connections that waits (bounded) for a free one instead of failing.
+
+    Connections open lazily, are kept for reuse, and are discarded when broken or left in any
+    state but idle, so one failed request never poisons the next.
+    """
 
     def __init__(self, dsn: str, size: int, wait_seconds: float, statement_timeout_ms: int):
         self.dsn = dsn
         self.size = size
         self.wait_seconds = wait_seconds
         self.options = f"-c statement_timeout={statement_timeout_ms} -c timezone=UTC"
-        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
-        self._pool_pid: int | None = None
+        self._idle: list[psycopg2.extensions.connection] = []
         self._slots = threading.BoundedSemaphore(size)
-        self._lock = threading.Lock()
+        self._pid = os.getpid()
 
-    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
-        # Connections must never cross a fork: each worker process builds its own pool.
-        if self._pool is None or self._pool_pid != os.getpid():
-            with self._lock:
-                if self._pool is None or self._pool_pid != os.getpid():
-                    make_cooperative_under_gevent()
-                    self._pool = psycopg2.pool.ThreadedConnectionPool(
-                        0, self.size, self.dsn, connect_timeout=3, options=self.options
-                    )
-                    self._pool_pid = os.getpid()
-                    self._slots = threading.BoundedSemaphore(self.size)
-        return self._pool
+    def _after_fork(self) -> None:
+        # Connections must never cross a fork: a worker process starts with a pool of its own.
+        if self._pid != os.getpid():
+            self._idle = []
+            self._slots = threading.BoundedSemaphore(self.size)
+            self._pid = os.getpid()
+
+    def _connect(self) -> psycopg2.extensions.connection:
+        make_cooperative_under_gevent()
+        conn = psycopg2.connect(self.dsn, connect_timeout=3, options=self.options)
+        conn.autocommit = True
+        return conn
 
     @contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
-        """Lend an autocommit connection; a broken one is discarded, not returned to the pool."""
-        pool = self._get_pool()
+        """Lend an autocommit connection; StorageUnavailable if PostgreSQL cannot be reached."""
+        self._after_fork()
         slots = self._slots
         if not slots.acquire(timeout=self.wait_seconds):
             raise StorageUnavailable("postgresql", "no free database connection")
+        conn = None
         try:
             try:
-                conn = pool.getconn()
-                conn.autocommit = True
+                conn = self._idle.pop() if self._idle else self._connect()
             except CONNECTION_ERRORS as exc:
                 raise StorageUnavailable("postgresql", str(exc).strip()) from exc
-            broken = False
             try:
                 yield conn
             except CONNECTION_ERRORS as exc:
-                broken = True
                 raise StorageUnavailable("postgresql", str(exc).strip()) from exc
-            finally:
-                pool.putconn(conn, close=broken or conn.closed != 0)
         finally:
+            if conn is not None:
+                self._give_back(conn)
             slots.release()
 
+    def _give_back(self, conn: psycopg2.extensions.connection) -> None:
+        idle = psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        if conn.closed == 0 and conn.info.transaction_status == idle:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
     def close(self) -> None:
-        """Close every pooled connection (used by tests and at shutdown)."""
-        if self._pool is not None and self._pool_pid == os.getpid():
-            self._pool.closeall()
-        self._pool = None
+        """Close every idle connection (tests, and worker exit)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 def get_db() -> Database:
