@@ -54,6 +54,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         db,
         errors,
         followups,
+        history,
         live,
         ops,
         prospects,
@@ -79,6 +80,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.cli.add_command(sim_cli)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(agent_api.bp)
+    app.register_blueprint(history.bp)
     app.register_blueprint(ops.bp)
     return app
 

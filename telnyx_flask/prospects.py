@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from flask.cli import AppGroup
 
 from .db import get_db
 
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
 def to_e164(raw: str) -> str:
@@ -23,7 +24,7 @@ def to_e164(raw: str) -> str:
     are taken as North American (+1), as the seed's numbers are.
     """
     text = raw.strip()
-    digits = re.sub(r"\D", "", text)
+    digits = re.sub(r"[^0-9]", "", text)
     if text.startswith("+"):
         candidate = f"+{digits}"
     elif text.startswith("00"):
@@ -47,12 +48,20 @@ class ImportReport:
     problems: list[tuple[int, str]]
 
 
+def _rows_by_first_line(reader) -> Iterator[tuple[int, list[str]]]:
+    """Each CSV row with the file line it starts on (a quoted field may span lines)."""
+    starts_at = 1
+    for row in reader:
+        yield starts_at, row
+        starts_at = reader.line_num + 1
+
+
 def import_prospects(path: Path) -> ImportReport:
     """Read name,phone rows (a header row is optional); keep the good ones, report the bad."""
     good: list[tuple[str, str]] = []
     problems: list[tuple[int, str]] = []
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        for line_number, row in enumerate(csv.reader(handle), start=1):
+        for line_number, row in _rows_by_first_line(csv.reader(handle)):
             if not row or all(not cell.strip() for cell in row):
                 continue
             if line_number == 1 and [c.strip().lower() for c in row[:2]] == ["name", "phone"]:

@@ -23,9 +23,9 @@ from nacl.signing import SigningKey
 
 from telnyx_flask import create_app
 from telnyx_flask.auth import Agent, issue_token
-from telnyx_flask.users import create_user
 from telnyx_flask.db import upgrade
 from telnyx_flask.signature import sign
+from telnyx_flask.users import create_user
 
 from .fake_telnyx import FakeTelnyx
 

@@ -53,7 +53,7 @@ class Gunicorn:
             try:
                 if requests.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.1)  # waiting for a port to open; there is nothing to block on
         raise RuntimeError("gunicorn did not become ready")

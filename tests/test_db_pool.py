@@ -51,9 +51,12 @@ def test_a_busy_pool_waits_for_a_free_connection(database):
 
 
 def test_a_pool_busy_for_too_long_is_storage_unavailable(database):
-    with database.connection(), pytest.raises(StorageUnavailable) as raised:
-        with database.connection():
-            pass
+    with (
+        database.connection(),
+        pytest.raises(StorageUnavailable) as raised,
+        database.connection(),
+    ):
+        pass
     assert raised.value.dependency == "postgresql"
 
 
