@@ -53,10 +53,9 @@ CREATE TABLE inbound_calls (
     created_at               timestamptz NOT NULL DEFAULT now(),
     updated_at               timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX inbound_calls_status_idx ON inbound_calls (status, created_at);
-CREATE INDEX inbound_calls_call_leg_id_idx ON inbound_calls (call_leg_id);
 
--- One row per ended inbound call; call_sid is the caller leg's call_control_id.
+-- One row per ended inbound call; call_sid is the caller leg's call_control_id. Its indexes
+-- are those the history needs (004).
 CREATE TABLE call_logs (
     id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     prospect_id   uuid REFERENCES prospects (id) ON DELETE SET NULL,
@@ -80,9 +79,6 @@ CREATE TABLE call_logs (
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX call_logs_started_at_idx ON call_logs (started_at DESC);
-CREATE INDEX call_logs_phone_number_idx ON call_logs (phone_number);
-CREATE INDEX call_logs_caller_id_idx ON call_logs (caller_id);
 
 -- Every webhook Telnyx delivered, once: the primary key is the dedupe.
 CREATE TABLE webhook_events (
@@ -92,6 +88,6 @@ CREATE TABLE webhook_events (
     call_session_id text,
     occurred_at     timestamptz,
     received_at     timestamptz NOT NULL DEFAULT now(),
-    payload         jsonb NOT NULL
+    payload         json NOT NULL  -- the body exactly as received
 );
 CREATE INDEX webhook_events_call_session_id_idx ON webhook_events (call_session_id);

@@ -76,7 +76,7 @@ CREATE FUNCTION apply_call_event(
     p_event_id text,
     p_event_type text,
     p_occurred_at timestamptz,
-    p_body jsonb,
+    p_body json,
     p_effect text,               -- initiated | answered | bridged | hangup | recording | NULL (store only)
     p_call_session_id text,
     p_call_control_id text,
@@ -95,33 +95,42 @@ CREATE FUNCTION apply_call_event(
 ) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
-    fresh boolean;
     leg text := p_leg;
     c inbound_calls;
+    is_new boolean;
+    derived text;
     prospect prospects;
 BEGIN
     INSERT INTO webhook_events (event_id, event_type, call_control_id, call_session_id,
                                 occurred_at, payload)
     VALUES (p_event_id, p_event_type, p_call_control_id, p_call_session_id, p_occurred_at, p_body)
     ON CONFLICT (event_id) DO NOTHING;
-    fresh := FOUND;
 
-    IF p_effect IS NULL OR p_call_session_id IS NULL THEN
-        RETURN jsonb_build_object('duplicate', NOT fresh, 'leg', NULL, 'call', NULL);
-    END IF;
-
-    IF NOT fresh THEN
+    IF NOT FOUND THEN
         -- A redelivery changes nothing here, but the caller still needs the state so that a
         -- retry can finish what an earlier attempt did not (the Redis side).
-        SELECT * INTO c FROM inbound_calls WHERE call_session_id = p_call_session_id;
+        IF p_effect IS NOT NULL THEN
+            SELECT * INTO c FROM inbound_calls WHERE call_session_id = p_call_session_id;
+        END IF;
         RETURN jsonb_build_object('duplicate', true, 'leg', NULL,
                                   'call', CASE WHEN c.id IS NULL THEN NULL ELSE call_view(c) END);
     END IF;
+    IF p_effect IS NULL OR p_call_session_id IS NULL THEN
+        RETURN jsonb_build_object('duplicate', false, 'leg', NULL, 'call', NULL);
+    END IF;
 
-    INSERT INTO inbound_calls (call_session_id) VALUES (p_call_session_id)
-    ON CONFLICT (call_session_id) DO NOTHING;
-    -- The row lock serialises concurrent events of one call across every worker.
+    -- Events of one call are applied one at a time, across every worker: the advisory lock
+    -- covers a call's first event (no row to lock yet), the row lock the agents' writes.
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_call_session_id, 0));
     SELECT * INTO c FROM inbound_calls WHERE call_session_id = p_call_session_id FOR UPDATE;
+    is_new := NOT FOUND;
+    IF is_new THEN
+        c.id := gen_random_uuid();
+        c.call_session_id := p_call_session_id;
+        c.status := 'ringing';
+        c.version := 0;
+        c.created_at := now();
+    END IF;
 
     IF p_effect = 'recording' THEN
         leg := NULL;  -- a recording belongs to the call, whichever leg it names
@@ -138,64 +147,70 @@ BEGIN
     END IF;
 
     IF leg = 'caller' THEN
-        SELECT * INTO prospect FROM prospects
-        WHERE phone_number = COALESCE(c.from_number, p_from)
-        ORDER BY created_at, id LIMIT 1;
-
-        UPDATE inbound_calls SET
-            call_control_id = COALESCE(call_control_id, p_call_control_id),
-            call_leg_id     = COALESCE(call_leg_id, p_call_leg_id),
-            connection_id   = COALESCE(connection_id, p_connection_id),
-            from_number     = COALESCE(from_number, p_from),
-            to_number       = COALESCE(to_number, p_to),
-            caller_id_name  = COALESCE(caller_id_name, p_caller_id_name),
-            prospect_id     = COALESCE(prospect_id, prospect.id),
-            prospect_name   = COALESCE(prospect_name, prospect.name),
-            started_at      = LEAST(started_at, p_start_time),
-            ringing_since   = CASE WHEN p_effect = 'initiated'
-                                   THEN LEAST(ringing_since, COALESCE(p_start_time, p_occurred_at))
-                                   ELSE ringing_since END,
-            answered_at     = CASE WHEN p_effect = 'answered'
-                                   THEN LEAST(answered_at, p_occurred_at) ELSE answered_at END,
-            bridged_at      = CASE WHEN p_effect = 'bridged'
-                                   THEN LEAST(bridged_at, p_occurred_at) ELSE bridged_at END,
-            ended_at        = CASE WHEN p_effect = 'hangup'
-                                   THEN LEAST(ended_at, COALESCE(p_end_time, p_occurred_at))
-                                   ELSE ended_at END,
-            hangup_cause    = CASE WHEN p_effect = 'hangup'
-                                   THEN COALESCE(hangup_cause, p_hangup_cause) ELSE hangup_cause END,
-            hangup_source   = CASE WHEN p_effect = 'hangup'
-                                   THEN COALESCE(hangup_source, p_hangup_source)
-                                   ELSE hangup_source END,
-            sip_hangup_cause = CASE WHEN p_effect = 'hangup'
-                                   THEN COALESCE(sip_hangup_cause, p_sip_hangup_cause)
-                                   ELSE sip_hangup_cause END
-        WHERE id = c.id;
+        c.call_control_id := COALESCE(c.call_control_id, p_call_control_id);
+        c.call_leg_id := COALESCE(c.call_leg_id, p_call_leg_id);
+        c.connection_id := COALESCE(c.connection_id, p_connection_id);
+        c.from_number := COALESCE(c.from_number, p_from);
+        c.to_number := COALESCE(c.to_number, p_to);
+        c.caller_id_name := COALESCE(c.caller_id_name, p_caller_id_name);
+        c.started_at := LEAST(c.started_at, p_start_time);
+        IF c.prospect_id IS NULL AND c.from_number IS NOT NULL THEN
+            SELECT * INTO prospect FROM prospects WHERE phone_number = c.from_number
+            ORDER BY created_at, id LIMIT 1;
+            c.prospect_id := prospect.id;
+            c.prospect_name := prospect.name;
+        END IF;
+        CASE p_effect
+            WHEN 'initiated' THEN
+                c.ringing_since := LEAST(c.ringing_since, COALESCE(p_start_time, p_occurred_at));
+            WHEN 'answered' THEN
+                c.answered_at := LEAST(c.answered_at, p_occurred_at);
+            WHEN 'bridged' THEN
+                c.bridged_at := LEAST(c.bridged_at, p_occurred_at);
+            WHEN 'hangup' THEN
+                c.ended_at := LEAST(c.ended_at, COALESCE(p_end_time, p_occurred_at));
+                c.hangup_cause := COALESCE(c.hangup_cause, p_hangup_cause);
+                c.hangup_source := COALESCE(c.hangup_source, p_hangup_source);
+                c.sip_hangup_cause := COALESCE(c.sip_hangup_cause, p_sip_hangup_cause);
+        END CASE;
     ELSIF leg = 'transfer' THEN
-        UPDATE inbound_calls SET
-            transfer_call_control_id = COALESCE(transfer_call_control_id, p_call_control_id),
-            transfer_call_leg_id     = COALESCE(transfer_call_leg_id, p_call_leg_id),
-            transfer_to              = CASE WHEN p_effect = 'initiated'
-                                            THEN COALESCE(transfer_to, p_to) ELSE transfer_to END
-        WHERE id = c.id;
+        c.transfer_call_control_id := COALESCE(c.transfer_call_control_id, p_call_control_id);
+        c.transfer_call_leg_id := COALESCE(c.transfer_call_leg_id, p_call_leg_id);
+        IF p_effect = 'initiated' THEN
+            c.transfer_to := COALESCE(c.transfer_to, p_to);
+        END IF;
     ELSE
-        UPDATE inbound_calls SET recording_url = COALESCE(recording_url, p_recording_url)
-        WHERE id = c.id;
+        c.recording_url := COALESCE(c.recording_url, p_recording_url);
     END IF;
 
     -- Status follows from what is known, and only ever moves forward.
-    UPDATE inbound_calls SET
-        status = CASE WHEN call_status_rank(derived.status) > call_status_rank(inbound_calls.status)
-                      THEN derived.status ELSE inbound_calls.status END,
-        version = version + 1,
-        updated_at = now()
-    FROM (SELECT CASE
-              WHEN ended_at IS NOT NULL THEN 'ended'
-              WHEN answered_at IS NOT NULL OR bridged_at IS NOT NULL THEN 'answered'
-              ELSE 'ringing' END AS status
-          FROM inbound_calls WHERE id = c.id) AS derived
-    WHERE inbound_calls.id = c.id
-    RETURNING inbound_calls.* INTO c;
+    derived := CASE
+        WHEN c.ended_at IS NOT NULL THEN 'ended'
+        WHEN c.answered_at IS NOT NULL OR c.bridged_at IS NOT NULL THEN 'answered'
+        ELSE 'ringing' END;
+    IF call_status_rank(derived) > call_status_rank(c.status) THEN
+        c.status := derived;
+    END IF;
+    c.version := c.version + 1;
+    c.updated_at := now();
+
+    -- One write of the merged row.
+    IF is_new THEN
+        INSERT INTO inbound_calls VALUES (c.*);
+    ELSE
+        UPDATE inbound_calls SET
+            (call_control_id, call_leg_id, connection_id, transfer_call_control_id,
+             transfer_call_leg_id, transfer_to, from_number, to_number, caller_id_name, status,
+             started_at, ringing_since, answered_at, bridged_at, ended_at, hangup_cause,
+             hangup_source, sip_hangup_cause, recording_url, prospect_id, prospect_name,
+             version, updated_at)
+          = (c.call_control_id, c.call_leg_id, c.connection_id, c.transfer_call_control_id,
+             c.transfer_call_leg_id, c.transfer_to, c.from_number, c.to_number,
+             c.caller_id_name, c.status, c.started_at, c.ringing_since, c.answered_at,
+             c.bridged_at, c.ended_at, c.hangup_cause, c.hangup_source, c.sip_hangup_cause,
+             c.recording_url, c.prospect_id, c.prospect_name, c.version, c.updated_at)
+        WHERE id = c.id;
+    END IF;
 
     PERFORM write_call_log(c);
 

@@ -21,6 +21,3 @@ CREATE INDEX call_logs_answered_by_history_idx
 
 CREATE INDEX call_logs_phone_number_history_idx
     ON call_logs (phone_number, (COALESCE(started_at, created_at)) DESC, id DESC);
-
--- Its leading column is the whole of this one: anything that used it uses the new one.
-DROP INDEX call_logs_phone_number_idx;

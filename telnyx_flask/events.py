@@ -72,6 +72,9 @@ def _string(payload: dict[str, Any], key: str, limit: int = 1024) -> str | None:
     if value is None or isinstance(value, (dict, list, bool)):
         return None
     text = str(value).strip()
+    if "\x00" in text:
+        # PostgreSQL text cannot hold NUL; no retry would ever store it.
+        raise BadWebhook(f"payload.{key} contains a NUL character")
     return text[:limit] or None
 
 
@@ -122,8 +125,12 @@ def _recording_url(payload: dict[str, Any]) -> str | None:
 def parse_webhook(body: bytes) -> WebhookEvent:
     """Parse a webhook body; raise BadWebhook saying exactly what is wrong."""
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadWebhook("body must be UTF-8 encoded JSON") from None
+    try:
+        document = json.loads(text)
+    except ValueError:
         raise BadWebhook("body is not valid JSON") from None
     if not isinstance(document, dict):
         raise BadWebhook("body must be a JSON object")

@@ -333,12 +333,29 @@ def test_body_over_256_kib_is_413(post_webhook, db_rows):
     assert db_rows("SELECT * FROM webhook_events") == []
 
 
-def test_body_postgresql_cannot_store_is_400_not_500(post_webhook):
+def test_body_is_stored_exactly_as_received(post_webhook, db_rows):
     body = load_fixture("20_unhandled.call.dtmf.received.json")
-    raw = json.dumps(body).replace('"digit": "5"', '"digit": "\\u0000"').encode()
+    # An escaped NUL, which jsonb would refuse, and spacing a re-encoder would change.
+    raw = json.dumps(body, indent=3).replace('"digit": "5"', '"digit": "\\u0000"').encode()
+    assert post_webhook(raw).status_code == 200
+    [event] = db_rows("SELECT payload::text AS payload FROM webhook_events")
+    assert event["payload"].encode() == raw
+
+
+def test_field_with_a_nul_character_is_400_not_500(post_webhook):
+    body = load_fixture("11_missed.call.initiated.json")
+    body["data"]["payload"]["from"] = "+1202\u0000"
+    response = post_webhook(body)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["message"] == "payload.from contains a NUL character"
+
+
+def test_body_that_is_not_utf8_is_400(post_webhook, db_rows):
+    raw = json.dumps(load_fixture("20_unhandled.call.dtmf.received.json")).encode("utf-16")
     response = post_webhook(raw)
     assert response.status_code == 400
-    assert "cannot be stored" in response.get_json()["error"]["message"]
+    assert "UTF-8" in response.get_json()["error"]["message"]
+    assert db_rows("SELECT * FROM webhook_events") == []
 
 
 def test_wrong_method_and_unknown_path_answer_json(client):
