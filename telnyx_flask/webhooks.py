@@ -39,7 +39,8 @@ def receive_webhook():
         verifier.verify(request.headers, body)
     event = parse_webhook(body)
     applied = apply_event(get_db(), get_live(), get_followups(), event, body)
-    log.info(
+    # One line per webhook costs a write per request; it is there when LOG_LEVEL=DEBUG.
+    log.debug(
         "webhook %s %s call_control_id=%s result=%s",
         event.event_type,
         event.event_id,
