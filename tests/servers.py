@@ -25,8 +25,8 @@ def free_port() -> int:
 class Gunicorn:
     """`gunicorn --config gunicorn.conf.py wsgi:app` with the given settings, as a subprocess."""
 
-    def __init__(self, settings: dict[str, str], workers: int = 2):
-        self.port = free_port()
+    def __init__(self, settings: dict[str, str], workers: int = 2, port: int | None = None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             key: value
@@ -74,3 +74,80 @@ class Gunicorn:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class Simulator:
+    """`python -m telnyx_flask.simulator` on a free port, signing with `seed`."""
+
+    def __init__(self, seed_b64: str):
+        env = {key: value for key, value in os.environ.items() if not key.startswith("SIM_")}
+        env["SIM_SIGNING_SEED"] = seed_b64
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "telnyx_flask.simulator", "--port", "0"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        # The first line names its address: "Telnyx simulator on http://127.0.0.1:PORT ...".
+        line = self.process.stdout.readline()
+        if "Telnyx simulator on " not in line:
+            self.stop()
+            raise RuntimeError(f"simulator did not start: {line!r}")
+        self.url = line.split("Telnyx simulator on ", 1)[1].split()[0]
+        self.api_base = f"{self.url}/v2"
+        self.http = requests.Session()
+
+    def webhooks_to(self, url: str) -> None:
+        """Send webhooks to this URL from now on."""
+        self.http.post(f"{self.url}/sim/delivery", json={"webhook_url": url}, timeout=5)
+
+    def reset(self) -> None:
+        """Forget every call, command and delivery setting."""
+        self.http.post(f"{self.url}/sim/reset", timeout=5).raise_for_status()
+
+    def call(self, from_: str = "+13125550147", to: str = "+14155550123", **extra) -> str:
+        """Start an inbound call; return the caller leg's call_control_id."""
+        response = self.http.post(
+            f"{self.url}/sim/calls", json={"from": from_, "to": to, **extra}, timeout=5
+        )
+        response.raise_for_status()
+        return response.json()["call_control_id"]
+
+    def caller_hangs_up(self, call_control_id: str) -> None:
+        """The caller puts the phone down."""
+        self.http.post(
+            f"{self.url}/sim/calls/{call_control_id}/hangup", timeout=5
+        ).raise_for_status()
+
+    def wait_delivered(self, timeout: float = 20) -> None:
+        """Block until every webhook queued so far has been delivered."""
+        response = self.http.get(
+            f"{self.url}/sim/deliveries", params={"wait_idle": timeout}, timeout=timeout + 5
+        )
+        assert response.status_code == 200, response.text
+
+    def commands(
+        self,
+        action: str | None = None,
+        call_control_id: str | None = None,
+        wait_for: int | None = None,
+        timeout: float = 20,
+    ) -> list[dict]:
+        """Commands the simulator received; with wait_for, block until that many arrived."""
+        params = {"action": action or "", "call_control_id": call_control_id or ""}
+        if wait_for is not None:
+            params.update(wait_for=wait_for, timeout=timeout)
+        response = self.http.get(f"{self.url}/sim/commands", params=params, timeout=timeout + 5)
+        assert response.status_code == 200, response.text
+        return response.json()["data"]
+
+    def stop(self) -> None:
+        """SIGTERM and wait."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
