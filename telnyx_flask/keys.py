@@ -21,7 +21,7 @@ class RedisKeys:
 
     @property
     def ringing(self) -> str:
-        """Sorted set of ringing calls' call_control_ids, scored by ringing-since (ms)."""
+        """Sorted set of ringing calls' call_control_ids, scored by when they reached us (ms)."""
         return f"{self.prefix}calls:ringing"
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -68,8 +69,9 @@ class LiveState:
             "call_control_id": call["call_control_id"],
             "recording_url": call.get("recording_url"),
         }
-        ringing_since = _parse_time(call.get("ringing_since"))
-        score = int(ringing_since.timestamp() * 1000) if ringing_since else 0
+        # The ring timeout runs on this server's clock from when the call reached it: clock skew
+        # or a late delivery must never reject a call before an agent could see it ring.
+        score = int(time.time() * 1000)
         stored = {name: value for name, value in fields.items() if name != "status"}
         try:
             announced = self._apply(

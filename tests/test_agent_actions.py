@@ -249,8 +249,8 @@ def test_ring_timeout_rejects_once_however_many_workers_sweep(
 ):
     live, telnyx = app.extensions["live"], app.extensions["telnyx"]
     workers = [RingTimeouts(live, telnyx, timeout_seconds=30) for _ in range(3)]
-    # Fixture 01 began ringing at 15:04:05.123 UTC on 2026-11-20.
-    started_ms = 1_795_187_045_123
+    # The clock starts when the call reached the service, not at the event's own timestamp.
+    started_ms = int(redis_client.zscore(f"{redis_prefix}calls:ringing", CALLER))
     assert [w.sweep(now=started_ms + 29_000) for w in workers] == [[], [], []]
     swept = [w.sweep(now=started_ms + 31_000) for w in workers]
     assert sorted(map(len, swept)) == [0, 0, 1]
@@ -266,12 +266,13 @@ def test_ring_timeout_rejects_once_however_many_workers_sweep(
 def test_ring_timeout_gives_the_call_back_when_telnyx_fails(
     app, ringing, fake_telnyx, redis_client, redis_prefix
 ):
+    started_ms = int(redis_client.zscore(f"{redis_prefix}calls:ringing", CALLER))
     fake_telnyx.script("reject", 400)
     sweeper = RingTimeouts(app.extensions["live"], app.extensions["telnyx"], timeout_seconds=30)
-    assert sweeper.sweep(now=1_795_187_045_123 + 60_000) == []
+    assert sweeper.sweep(now=started_ms + 60_000) == []
     assert redis_client.hget(f"{redis_prefix}call:{CALLER}", "status") == "ringing"
     # The next sweep tries again.
-    assert sweeper.sweep(now=1_795_187_045_123 + 61_000) == [CALLER]
+    assert sweeper.sweep(now=started_ms + 61_000) == [CALLER]
 
 
 def test_stale_claim_is_released(app, client, agent, ringing, redis_client, redis_prefix):

@@ -98,12 +98,11 @@ def test_ringing_call_is_pending_and_announced(post_webhook, pending, redis_clie
     assert [name for name, _ in stream_events(redis_client, redis_prefix)] == ["call.ringing"]
 
 
-def test_pending_lists_ringing_calls_oldest_first(post_webhook, pending):
+def test_pending_lists_ringing_calls_in_the_order_they_arrived(post_webhook, pending):
     first, _ = abandoned_call_events()
     later = renamed([first], "-later")[0]
-    later["data"]["payload"]["start_time"] = "2026-11-20T16:11:00Z"
-    post_webhook(later)
     post_webhook(first)
+    post_webhook(later)
     assert [c["call_control_id"] for c in pending()] == [ABANDONED, ABANDONED + "-later"]
 
 

@@ -1,6 +1,6 @@
 -- Merge a call's state from PostgreSQL into its live hash, and announce what changed.
 -- KEYS: call hash, ringing zset, event stream, claimed zset.
--- ARGV: version, status, ringing score (ms), fields (JSON object of strings), call_control_id,
+-- ARGV: version, status, now (ms: the ring-timeout clock starts here), fields (JSON object of strings), call_control_id,
 --       ringing / answered / ended / recording event data (JSON), stream maxlen,
 --       active TTL, ended TTL.
 -- Idempotent and order-free: a state no newer than the one held changes nothing, and each event
@@ -21,7 +21,7 @@ end
 local had_recording = redis.call('HEXISTS', KEYS[1], 'recording_url') == 1
 
 local fields = cjson.decode(ARGV[4])
-local flat = {'version', ARGV[1], 'status', status, 'ringing_score', ARGV[3]}
+local flat = {'version', ARGV[1], 'status', status}
 for name, value in pairs(fields) do
   flat[#flat + 1] = name
   flat[#flat + 1] = value
@@ -36,6 +36,7 @@ end
 
 if status == 'ringing' then
   if old_rank == 0 then
+    redis.call('HSET', KEYS[1], 'ringing_score', ARGV[3])
     redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
     announce('call.ringing', ARGV[6])
   end
