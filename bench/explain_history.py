@@ -18,18 +18,15 @@ import re
 import statistics
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extensions
 
-from telnyx_flask.db import upgrade
+from telnyx_flask.db import throwaway_database
 from telnyx_flask.history import (
     FIND_SQL,
     Cursor,
@@ -150,26 +147,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.rows < 1000 or args.agents < 1 or args.prospects < 1 or args.runs < 1:
         parser.error("--rows must be at least 1000; --agents, --prospects, --runs positive")
     return args
-
-
-@contextmanager
-def throwaway_database(admin_url: str) -> Iterator[str]:
-    """A new database with every migration applied, dropped on the way out."""
-    name = f"telnyx_flask_bench_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(admin_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
-        try:
-            upgrade(url)
-            yield url
-        finally:
-            with admin.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
 
 
 def fill(cur: Any, args: argparse.Namespace) -> None:
@@ -307,7 +284,8 @@ def report(args: argparse.Namespace, server: str, sizes: str, results: list[Expl
 def main(argv: list[str] | None = None) -> int:
     """Build, fill, explain, write the report, drop."""
     args = parse_args(argv)
-    with throwaway_database(args.database_admin_url) as url:
+    name = f"telnyx_flask_bench_{uuid.uuid4().hex[:10]}"
+    with throwaway_database(args.database_admin_url, name) as url:
         conn = psycopg2.connect(url, options="-c timezone=UTC")
         conn.autocommit = True
         try:

@@ -34,13 +34,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import redis
 from nacl.signing import SigningKey
 
-from telnyx_flask.db import upgrade
+from telnyx_flask.db import throwaway_database
 from telnyx_flask.keys import RedisKeys
 from telnyx_flask.signature import TOLERANCE_SECONDS, sign
 
@@ -100,25 +99,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # --- Throwaway stores -------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def throwaway_database(admin_url: str, name: str) -> Iterator[str]:
-    """A new database with every migration applied, dropped on exit whatever happened."""
-    admin = psycopg2.connect(admin_url, connect_timeout=5)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
-        try:
-            upgrade(url)
-            yield url
-        finally:
-            with admin.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
 
 
 def delete_redis_keys(client: redis.Redis, prefix: str) -> int:

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 import psycopg2
@@ -158,6 +159,30 @@ def upgrade(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     finally:
         conn.close()  # closing the session releases the advisory lock too
     return applied_now
+
+
+@contextmanager
+def throwaway_database(admin_url: str, name: str, migrate: bool = True) -> Iterator[str]:
+    """A new database (migrated unless told not to), dropped on exit whatever happened.
+
+    For tests and benchmarks: `admin_url` names any database of a user who may create others.
+    """
+    admin = psycopg2.connect(admin_url, connect_timeout=5)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {psycopg2.extensions.quote_ident(name, cur)}")
+        url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+        try:
+            if migrate:
+                upgrade(url)
+            yield url
+        finally:
+            with admin.cursor() as cur:
+                quoted = psycopg2.extensions.quote_ident(name, cur)
+                cur.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+    finally:
+        admin.close()
 
 
 def pending_migrations(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
@@ -23,7 +22,7 @@ from nacl.signing import SigningKey
 
 from telnyx_flask import create_app
 from telnyx_flask.auth import Agent, issue_token
-from telnyx_flask.db import upgrade
+from telnyx_flask.db import throwaway_database
 from telnyx_flask.signature import sign
 from telnyx_flask.users import create_user
 
@@ -80,19 +79,10 @@ def signed_headers(body: bytes, timestamp: int | None = None, seed: bytes = SIGN
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh database with every migration applied, dropped after the session."""
-    name = f"telnyx_flask_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(ADMIN_DATABASE_URL)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(ADMIN_DATABASE_URL)._replace(path=f"/{name}"))
-    try:
-        upgrade(url)
+    with throwaway_database(
+        ADMIN_DATABASE_URL, f"telnyx_flask_test_{uuid.uuid4().hex[:10]}"
+    ) as url:
         yield url
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.fixture(scope="session")

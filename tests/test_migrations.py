@@ -8,12 +8,17 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
 
-from telnyx_flask.db import MIGRATION_LOCK_KEY, migration_files, pending_migrations, upgrade
+from telnyx_flask.db import (
+    MIGRATION_LOCK_KEY,
+    migration_files,
+    pending_migrations,
+    throwaway_database,
+    upgrade,
+)
 
 from .conftest import ADMIN_DATABASE_URL
 
@@ -26,14 +31,8 @@ APPLIED_ALL = f"applied {', '.join(EVERY_VERSION)}"
 def empty_database():
     """A database with nothing in it, dropped afterwards."""
     name = f"telnyx_flask_migrate_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(ADMIN_DATABASE_URL)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield urlunsplit(urlsplit(ADMIN_DATABASE_URL)._replace(path=f"/{name}"))
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with throwaway_database(ADMIN_DATABASE_URL, name, migrate=False) as url:
+        yield url
 
 
 def applied_versions(url: str) -> list[str]:
