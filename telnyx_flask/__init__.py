@@ -58,6 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         live,
         ops,
         prospects,
+        push,
         ring_timeout,
         users,
         webhooks,
@@ -73,6 +74,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     live.init_app(app, app.config.get("REDIS_CLIENT"))
     followups.init_app(app)
     ring_timeout.init_app(app)
+    push.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
     users.init_app(app)

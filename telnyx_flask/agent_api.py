@@ -1,14 +1,15 @@
-"""The agents' HTTP API: ringing calls, and answer, decline, hang up."""
+"""The agents' HTTP API: ringing calls, live events, and answer, decline, hang up."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from .auth import agent_required, current_agent
 from .calls import answer_call, decline_call, end_call, ringing_calls, sip_uri_for
 from .db import get_db
 from .errors import ApiError
 from .live import get_live
+from .push import StreamSettings, event_stream, get_hub
 from .request_body import json_object
 
 bp = Blueprint("agent_api", __name__)
@@ -27,6 +28,26 @@ def _call_control_id(value: str) -> str:
 def pending_calls():
     """Ringing calls, oldest first, in the seed's shape."""
     return jsonify({"success": True, "calls": ringing_calls(get_live())})
+
+
+@bp.get("/api/telnyx/events")
+@agent_required
+def events():
+    """Server-Sent Events: a snapshot (or catch-up from Last-Event-ID), then live call events."""
+    config = current_app.config
+    last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    settings = StreamSettings(
+        heartbeat_seconds=config["SSE_HEARTBEAT_SECONDS"],
+        lifetime_seconds=config["SSE_LIFETIME_SECONDS"],
+        retry_ms=config["SSE_RETRY_MS"],
+    )
+    response = Response(
+        event_stream(get_hub(), last_event_id, settings), mimetype="text/event-stream"
+    )
+    response.headers["Cache-Control"] = "no-cache"
+    # nginx would otherwise buffer the stream and deliver events late, in batches.
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
 
 
 @bp.post("/api/telnyx/calls/<path:call_control_id>/answer")

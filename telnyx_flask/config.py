@@ -174,6 +174,10 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
         "RECORD_CALLS": _boolean(env, "RECORD_CALLS", True),
         "RING_TIMEOUT_SECONDS": _integer(env, "RING_TIMEOUT_SECONDS", 30, 5, 600),
         "RING_TIMEOUT_SWEEP": _boolean(env, "RING_TIMEOUT_SWEEP", True),
+        "SSE_HEARTBEAT_SECONDS": _integer(env, "SSE_HEARTBEAT_SECONDS", 15, 1, 300),
+        "SSE_LIFETIME_SECONDS": _integer(env, "SSE_LIFETIME_SECONDS", 3600, 5, 86400),
+        "SSE_QUEUE_SIZE": _integer(env, "SSE_QUEUE_SIZE", 256, 8, 100_000),
+        "SSE_RETRY_MS": _integer(env, "SSE_RETRY_MS", 3000, 100, 600_000),
         "API_PORT": _integer(env, "API_PORT", 3000, 1, 65535),
         "LOG_LEVEL": _choice(env, "LOG_LEVEL", "INFO", LOG_LEVELS),
         "AUTH_TOKEN_TTL_SECONDS": _integer(

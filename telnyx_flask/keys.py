@@ -41,3 +41,8 @@ class RedisKeys:
     def claimed(self) -> str:
         """Sorted set of calls an agent is taking (answering), scored by claim time (ms)."""
         return f"{self.prefix}calls:claimed"
+
+    @property
+    def active(self) -> str:
+        """Sorted set of calls not yet ended (ringing, being taken, connected), by arrival (ms)."""
+        return f"{self.prefix}calls:active"

@@ -54,6 +54,7 @@ class LiveState:
         self._ringing = client.register_script(_script("ringing_calls.lua"))
         self._claim = client.register_script(_script("claim_call.lua"))
         self._release = client.register_script(_script("release_call.lua"))
+        self._snapshot = client.register_script(_script("snapshot.lua"))
 
     def apply_call_state(self, call: dict[str, Any]) -> list[str]:
         """Merge a call's durable state into Redis; return the events it announced."""
@@ -80,6 +81,7 @@ class LiveState:
                     self.keys.ringing,
                     self.keys.events,
                     self.keys.claimed,
+                    self.keys.active,
                 ],
                 args=[
                     call["version"],
@@ -193,6 +195,40 @@ class LiveState:
             self.keys.events,
         ]
 
+    def snapshot(self) -> tuple[str, list[dict[str, Any]]]:
+        """(newest stream id, calls ringing or in progress), read atomically."""
+        try:
+            newest_id, replies = self._snapshot(
+                keys=[self.keys.active, self.keys.events], args=[self.keys.call("")]
+            )
+        except REDIS_ERRORS as exc:
+            raise StorageUnavailable("redis", str(exc)) from exc
+        calls = []
+        for flat in replies:
+            pairs = [_text(item) for item in flat]
+            calls.append(call_summary(dict(zip(pairs[::2], pairs[1::2], strict=True))))
+        return _text(newest_id), calls
+
+    def events_after(self, stream_id: str) -> list[Any]:
+        """Stream entries after `stream_id` (at most the stream's cap)."""
+        try:
+            return self.client.xrange(self.keys.events, min=f"({stream_id}", max="+")
+        except REDIS_ERRORS as exc:
+            raise StorageUnavailable("redis", str(exc)) from exc
+
+    def aged_out(self, stream_id: str) -> bool:
+        """True when entries after `stream_id` were trimmed away, or the id is not this stream's."""
+        try:
+            info = self.client.xinfo_stream(self.keys.events)
+        except redis.ResponseError:
+            return True  # no stream at all: an id from before a flush or from elsewhere
+        except REDIS_ERRORS as exc:
+            raise StorageUnavailable("redis", str(exc)) from exc
+        wanted = parse_stream_id(stream_id) or (0, 0)
+        newest = parse_stream_id(_text(info.get("last-generated-id"))) or (0, 0)
+        trimmed = parse_stream_id(_text(info.get("max-deleted-entry-id"))) or (0, 0)
+        return wanted > newest or trimmed > wanted
+
     def ping(self) -> bool:
         """True when Redis answers."""
         return bool(self.client.ping())
@@ -207,6 +243,16 @@ class Claim:
     claimed_by_id: str | None = None
     claimed_by_name: str | None = None
     action: str | None = None
+
+
+def parse_stream_id(value: str | None) -> tuple[int, int] | None:
+    """A Redis stream id "ms-seq" as a comparable pair, or None when malformed."""
+    if not value or len(value) > 41:
+        return None
+    ms, _, seq = value.partition("-")
+    if not ms.isdigit() or not seq.isdigit():
+        return None
+    return int(ms), int(seq)
 
 
 def _text(value: Any) -> Any:

@@ -1,5 +1,5 @@
 -- Merge a call's state from PostgreSQL into its live hash, and announce what changed.
--- KEYS: call hash, ringing zset, event stream, claimed zset.
+-- KEYS: call hash, ringing zset, event stream, claimed zset, active zset.
 -- ARGV: version, status, now (ms: the ring-timeout clock starts here), fields (JSON object of strings), call_control_id,
 --       ringing / answered / ended / recording event data (JSON), stream maxlen,
 --       active TTL, ended TTL.
@@ -45,6 +45,11 @@ else
 end
 if status ~= 'answering' then
   redis.call('ZREM', KEYS[4], ARGV[5])
+end
+if status == 'ended' then
+  redis.call('ZREM', KEYS[5], ARGV[5])
+else
+  redis.call('ZADD', KEYS[5], 'NX', ARGV[3], ARGV[5])
 end
 if status == 'answered' and old_rank < 3 then
   announce('call.answered', ARGV[7])
