@@ -36,6 +36,7 @@ test: lint
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/webhook_throughput.py
+	$(BIN)/python bench/ring_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -226,8 +226,15 @@ class LiveState:
             raise StorageUnavailable("redis", str(exc)) from exc
         wanted = parse_stream_id(stream_id) or (0, 0)
         newest = parse_stream_id(_text(info.get("last-generated-id"))) or (0, 0)
-        trimmed = parse_stream_id(_text(info.get("max-deleted-entry-id"))) or (0, 0)
-        return wanted > newest or trimmed > wanted
+        deleted = parse_stream_id(_text(info.get("max-deleted-entry-id"))) or (0, 0)
+        first_entry = info.get("first-entry")
+        first = parse_stream_id(_text(first_entry[0])) if first_entry else None
+        # MAXLEN trims from the head without recording what it removed (Redis 7.0): when
+        # anything was trimmed and the resume point is older than the oldest entry kept, the
+        # entries right after it may be gone.
+        trimmed = info.get("entries-added", 0) > info.get("length", 0)
+        older_than_kept = wanted < (first or newest)
+        return wanted > newest or deleted > wanted or (trimmed and older_than_kept)
 
     def ping(self) -> bool:
         """True when Redis answers."""

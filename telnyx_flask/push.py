@@ -132,8 +132,12 @@ class PushHub:
                     newest = self._client.xrevrange(self.live.keys.events, count=1)
                     self._last_id = _text(newest[0][0]) if newest else "0-0"
                     self._ready.set()
+                # A batch fans out without yielding, so it must fit in a page's queue with room
+                # to spare; pages that keep up drain it while the next XREAD waits.
                 reply = self._client.xread(
-                    {self.live.keys.events: self._last_id}, block=self.block_ms, count=500
+                    {self.live.keys.events: self._last_id},
+                    block=self.block_ms,
+                    count=max(1, self.queue_size // 2),
                 )
                 backoff = 0.1
             except REDIS_ERRORS as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from urllib.parse import urlsplit, urlunsplit
 
 
 class TcpProxy:
@@ -75,3 +76,11 @@ class TcpProxy:
         self._closed = True
         self.cut()
         self._listener.close()
+
+
+def through_proxy(url: str, proxy: TcpProxy) -> str:
+    """The same URL, pointed at the proxy."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{proxy.port}"
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
 from telnyx_flask import create_app
 
 from .conftest import TEST_REDIS_URL, answered_call_events, encode, signed_headers
-from .tcp_proxy import TcpProxy
-
-
-def through_proxy(url: str, proxy: TcpProxy) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{proxy.port}"
-    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+from .tcp_proxy import TcpProxy, through_proxy
 
 
 @pytest.fixture
