@@ -18,8 +18,12 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 
 
-def post_fork(server, worker):
-    """Make psycopg2 cooperative in each gevent worker before any connection is opened."""
+def post_worker_init(worker):
+    """Make psycopg2 cooperative in each worker, once gevent has patched it, before it serves.
+
+    Not post_fork: that runs before the worker monkey-patches the standard library, and nothing
+    may import redis, ssl or psycopg2 ahead of the patch. (The pool also does this on first use.)
+    """
     from psycogreen.gevent import patch_psycopg
 
     patch_psycopg()
