@@ -108,11 +108,7 @@ class LiveState:
             replies = self._ringing(keys=[self.keys.ringing], args=[self.keys.call("")])
         except REDIS_ERRORS as exc:
             raise StorageUnavailable("redis", str(exc)) from exc
-        calls = []
-        for flat in replies:
-            pairs = [_text(item) for item in flat]
-            calls.append(call_summary(dict(zip(pairs[::2], pairs[1::2], strict=True))))
-        return calls
+        return _summaries(replies)
 
     def call(self, call_control_id: str) -> dict[str, Any] | None:
         """One live call, or None when Redis does not know it (never seen, or expired)."""
@@ -203,11 +199,7 @@ class LiveState:
             )
         except REDIS_ERRORS as exc:
             raise StorageUnavailable("redis", str(exc)) from exc
-        calls = []
-        for flat in replies:
-            pairs = [_text(item) for item in flat]
-            calls.append(call_summary(dict(zip(pairs[::2], pairs[1::2], strict=True))))
-        return _text(newest_id), calls
+        return _text(newest_id), _summaries(replies)
 
     def events_after(self, stream_id: str) -> list[Any]:
         """Stream entries after `stream_id` (at most the stream's cap)."""
@@ -264,6 +256,15 @@ def parse_stream_id(value: str | None) -> tuple[int, int] | None:
 
 def _text(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _summaries(replies: list[list[Any]]) -> list[dict[str, Any]]:
+    """Calls from flat HGETALL replies, as the API shows them."""
+    calls = []
+    for flat in replies:
+        pairs = [_text(item) for item in flat]
+        calls.append(call_summary(dict(zip(pairs[::2], pairs[1::2], strict=True))))
+    return calls
 
 
 def live_fields(call: dict[str, Any]) -> dict[str, str]:
