@@ -90,6 +90,8 @@ OPEN_TIMEOUT_NS = 60 * 10**9
 OPEN_IN_FLIGHT = 100
 # Waiting for the last frames stops once nothing new has arrived for this long.
 DRAIN_IDLE_SECONDS = 10.0
+# Reuse a kept-alive webhook connection only this soon: gunicorn closes idle ones after 5 s.
+KEEPALIVE_REUSE_SECONDS = 2.0
 # Target the brief sets for the workers' CPU per delivered event.
 TARGET_US_PER_EVENT = 30.0
 AGENTS = 10
@@ -668,6 +670,7 @@ class Sent:
     response_ms: list[float] = field(default_factory=list)
     samples: list[str] = field(default_factory=list)
     max_lag_ms: float = 0.0
+    retries: int = 0
 
 
 class WebhookSender:
@@ -678,35 +681,44 @@ class WebhookSender:
         self.host = f"127.0.0.1:{port}"
         self.initiated, self.hangup = load_templates()
         self.slots = asyncio.Semaphore(connections)
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        # (reader, writer, idle since): gunicorn closes a connection idle for `keepalive` (5 s).
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
 
     async def send(self, kind: str, call_id: str, sent: Sent) -> None:
         """One webhook; a call.initiated's send time is taken just before its bytes go out."""
         async with self.slots:
-            conn = None
-            try:
-                conn = self.idle.pop() if self.idle else await self.connect()
-                now = datetime.now(UTC)
-                if kind == "initiated":
-                    sent.started[call_id] = now
-                    body = webhook_body(self.initiated, call_id, now, now)
-                else:
-                    body = webhook_body(self.hangup, call_id, now, sent.started[call_id])
-                request = http_request(self.host, body, sign(self.seed, body, int(time.time())))
-                start = time.monotonic_ns()
-                if kind == "initiated":
-                    sent.initiated_ns[call_id] = start
-                conn[1].write(request)
-                async with asyncio.timeout(30):
-                    await conn[1].drain()
-                    status, answer, keep_alive = await read_response(conn[0])
-            except (OSError, asyncio.IncompleteReadError, TimeoutError) as error:
-                sent.statuses[type(error).__name__] += 1
-                if len(sent.samples) < 10:
-                    sent.samples.append(f"{kind} {call_id}: {type(error).__name__} {error}")
-                if conn is not None:
-                    await close(conn[1])
-                return
+            now = datetime.now(UTC)
+            if kind == "initiated":
+                sent.started[call_id] = now
+                body = webhook_body(self.initiated, call_id, now, now)
+            else:
+                body = webhook_body(self.hangup, call_id, now, sent.started[call_id])
+            request = http_request(self.host, body, sign(self.seed, body, int(time.time())))
+            start = None
+            for attempt in (1, 2):
+                reader = writer = None
+                try:
+                    reader, writer, reused = await self.connection()
+                    if start is None:
+                        start = time.monotonic_ns()
+                        if kind == "initiated":
+                            sent.initiated_ns[call_id] = start
+                    writer.write(request)
+                    async with asyncio.timeout(30):
+                        await writer.drain()
+                        status, answer, keep_alive = await read_response(reader)
+                    break
+                except (OSError, asyncio.IncompleteReadError, TimeoutError) as error:
+                    await close(writer)
+                    # A kept-alive connection the server closed just as we wrote: the request
+                    # was not read. HTTP clients retry that once; a webhook is idempotent anyway.
+                    if attempt == 1 and reused and not isinstance(error, TimeoutError):
+                        sent.retries += 1
+                        continue
+                    sent.statuses[type(error).__name__] += 1
+                    if len(sent.samples) < 10:
+                        sent.samples.append(f"{kind} {call_id}: {type(error).__name__} {error}")
+                    return
             sent.response_ms.append((time.monotonic_ns() - start) / 1e6)
             sent.statuses[status] += 1
             if status == 200:
@@ -714,13 +726,19 @@ class WebhookSender:
             elif len(sent.samples) < 10:
                 sent.samples.append(f"{kind} {call_id}: {status} {answer[:200]!r}")
             if keep_alive:
-                self.idle.append(conn)
+                self.idle.append((reader, writer, time.monotonic()))
             else:
-                await close(conn[1])
+                await close(writer)
 
-    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A new keep-alive connection."""
-        return await asyncio.open_connection("127.0.0.1", self.port)
+    async def connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        """An idle connection fresh enough to reuse (True), or a new one (False)."""
+        while self.idle:
+            reader, writer, since = self.idle.pop()
+            if time.monotonic() - since < KEEPALIVE_REUSE_SECONDS:
+                return reader, writer, True
+            await close(writer)
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return reader, writer, False
 
     async def run(self, schedule: list[tuple[float, str, str]], sent: Sent) -> None:
         """Send (offset s, kind, call_id) at their offsets from now, not waiting for answers."""
@@ -733,7 +751,7 @@ class WebhookSender:
             sent.max_lag_ms = max(sent.max_lag_ms, (loop.time() - start - offset) * 1000)
             tasks.append(asyncio.create_task(self.send(kind, call_id, sent)))
         await asyncio.gather(*tasks)
-        for _, writer in self.idle:
+        for _, writer, _ in self.idle:
             await close(writer)
         self.idle = []
 
@@ -958,6 +976,7 @@ def sender_summary(sent: Sent) -> dict[str, Any]:
             "max": round(times[-1], 2) if times else None,
         },
         "max_schedule_lag_ms": round(sent.max_lag_ms, 1),
+        "retried_on_a_closed_keep_alive_connection": sent.retries,
         "samples": sent.samples,
     }
 
@@ -1054,7 +1073,7 @@ class Bench:
             "streams_per_worker": sorted(state["connections"].values()),
             "calls": len(calls),
             "latency_ms": latency_figures(latencies),
-            "delivery": {**counts, "expected": deliveries, "frames": received["frames"]},
+            "delivery": {**counts, "expected": deliveries, "frames": dict(received["frames"])},
             "dropped_streams": received["dropped"],
             "webhooks": sender_summary(sent),
             "cost": {
@@ -1560,9 +1579,13 @@ def plot(report: dict[str, Any], path: Path) -> str:
         # Thin the points: a CDF of 200,000 points draws no better than one of 2,000.
         step = max(1, len(ms) // 2000)
         style = {"push": "C0", "polling": "C3"}.get(name)
-        label = {"push": f"push ({report['push']['streams']} streams)"}.get(name, name)
-        if name == "polling":
-            label = f"polling every {report['polling']['interval_seconds']:g} s"
+        params = report["parameters"]
+        if name == "push":
+            label = f"push, {report['push']['streams']} streams, {params['rate']:g} calls/s"
+        elif name == "polling":
+            label = f"polling every {params['poll_interval']:g} s, {params['rate']:g} calls/s"
+        else:
+            label = f"{name}, {params['capacity_rate']:g} calls/s"
         left.plot(
             [*ms[::step], ms[-1]],
             [*fraction[::step], 1.0],
@@ -1592,7 +1615,7 @@ def plot(report: dict[str, Any], path: Path) -> str:
         right.set_ylabel("ring latency, ms")
         right.grid(True, which="both", alpha=0.3)
         right.legend(fontsize=8)
-        right.set_title(f"Capacity ({report['parameters']['capacity_rate']:g} calls/s)")
+        right.set_title(f"Capacity: {report['parameters']['capacity_rate']:g} calls/s, no hangups")
     figure.suptitle(
         f"telnyx-flask ring latency, {report['parameters']['workers']} gevent workers, "
         f"{report['machine']['nproc']} cores",
@@ -1612,6 +1635,15 @@ def cpu_line(name: str, split: dict[str, Any]) -> str:
         for group in (*GROUPS, "other")
     ]
     return f"    {name:<10} ({split['wall_seconds']:.0f} s) " + "  ".join(parts)
+
+
+def webhook_line(webhooks: dict[str, Any]) -> str:
+    """How the webhooks of a phase were answered."""
+    times = webhooks["response_ms"]
+    return (
+        f"webhooks answered p50 {times['p50']} ms p99 {times['p99']} ms, statuses "
+        f"{webhooks['statuses']}, retried {webhooks['retried_on_a_closed_keep_alive_connection']}"
+    )
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -1636,6 +1668,7 @@ def print_report(report: dict[str, Any]) -> None:
         f"           missing {d['missing']} of {d['expected']}  duplicates {d['duplicates']}  "
         f"dropped streams {push['dropped_streams']}  frames {d['frames']}"
     )
+    print(f"           {webhook_line(push['webhooks'])}")
     lat, d = polling["latency_ms"], polling["delivery"]
     print(f"  polling  {polling['pages']} pages every {polling['interval_seconds']:g} s")
     if lat:
@@ -1649,6 +1682,7 @@ def print_report(report: dict[str, Any]) -> None:
         f"poll answer p50 {polls['response_ms'].get('p50')} ms p99 "
         f"{polls['response_ms'].get('p99')} ms  statuses {polls['statuses']}"
     )
+    print(f"           {webhook_line(polling['webhooks'])}")
     ratio = report["ratio_polling_over_push"]
     if ratio:
         print(f"  polling / push   p50 x{ratio['p50']}   p99 x{ratio['p99']}")
