@@ -35,6 +35,7 @@ test: lint
 	$(BIN)/pytest
 
 bench: $(INSTALLED)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/webhook_throughput.py
 	$(BIN)/python bench/ring_latency.py
 
