@@ -63,13 +63,13 @@ from webhook_throughput import (  # bench/ is not a package: found through sys.p
     free_port,
     gunicorn_env,
     http_request,
-    interrupt_on_sigterm,
     iso,
     load_templates,
     notable_log_lines,
     percentile,
     query_one,
     read_response,
+    run_with_cleanup,
     running_gunicorn,
     stop_gunicorn,
     wait_ready,
@@ -1768,25 +1768,9 @@ def print_report(report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark once, print the summary, write the JSON report and the plot."""
     args = parse_args(argv)
-    sys.stdout.reconfigure(line_buffering=True)
-    # Even when started in the background (SIGINT ignored), SIGINT and SIGTERM must clean up.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, interrupt_on_sigterm)
-    client = redis.Redis.from_url(args.redis_url)
-    with tempfile.NamedTemporaryFile("w+b", prefix="ring-gunicorn-", suffix=".log") as log_file:
-        try:
-            report = run(args, uuid.uuid4().hex[:10], client, log_file)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        except Exception:
-            log_file.flush()
-            lines, notable = notable_log_lines(Path(log_file.name))
-            print(f"gunicorn log ({lines} lines), last notable lines:", file=sys.stderr)
-            print("\n".join(notable), file=sys.stderr)
-            raise
-        finally:
-            client.close()
+    report = run_with_cleanup(args, run, "ring-gunicorn-")
+    if report is None:
+        return 130
     report["plot"] = plot(report, args.output.with_suffix(".png"))
     del report["_raw_curves"]
     args.output.parent.mkdir(parents=True, exist_ok=True)

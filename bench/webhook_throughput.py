@@ -727,20 +727,21 @@ def run(args: argparse.Namespace, run_id: str, client: redis.Redis, log_file) ->
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark once, print the summary and write the JSON report."""
-    args = parse_args(argv)
+def run_with_cleanup(
+    args: argparse.Namespace, run_once: Any, log_prefix: str
+) -> dict[str, Any] | None:
+    """Run a benchmark once with Ctrl-C and SIGTERM cleaning up; None if interrupted."""
     sys.stdout.reconfigure(line_buffering=True)  # progress lines show up under make and in pipes
     # Even when started in the background (SIGINT ignored), SIGINT and SIGTERM must clean up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, interrupt_on_sigterm)
     client = redis.Redis.from_url(args.redis_url)
-    with tempfile.NamedTemporaryFile("w+b", prefix="bench-gunicorn-", suffix=".log") as log_file:
+    with tempfile.NamedTemporaryFile("w+b", prefix=log_prefix, suffix=".log") as log_file:
         try:
-            report = run(args, uuid.uuid4().hex[:10], client, log_file)
+            return run_once(args, uuid.uuid4().hex[:10], client, log_file)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
-            return 130
+            return None
         except Exception:
             log_file.flush()
             lines, notable = notable_log_lines(Path(log_file.name))
@@ -749,6 +750,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         finally:
             client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark once, print the summary and write the JSON report."""
+    args = parse_args(argv)
+    report = run_with_cleanup(args, run, "bench-gunicorn-")
+    if report is None:
+        return 130
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print_report(report)
