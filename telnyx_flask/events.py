@@ -24,15 +24,13 @@ EFFECTS = {
     CALL_RECORDING_SAVED: "recording",
 }
 
-# Call statuses in their forward-only order (sql/002 ranks them the same way).
+# Call statuses, in their forward-only order (call_status_rank in sql/002 and the Lua scripts
+# rank them the same way).
 RINGING, ANSWERING, ANSWERED, ENDED = "ringing", "answering", "answered", "ended"
-STATUS_ORDER = (RINGING, ANSWERING, ANSWERED, ENDED)
 
-# Events announced on the live stream (and pushed to pages); apply_call_state.lua emits these.
-ANNOUNCED_RINGING = "call.ringing"
+# The live-stream event that starts recording. The lua/ scripts name the events they announce
+# (call.ringing, call.claimed, call.released, call.answered, call.ended, call.recording).
 ANNOUNCED_ANSWERED = "call.answered"
-ANNOUNCED_ENDED = "call.ended"
-ANNOUNCED_RECORDING = "call.recording"
 
 # Leg roles: the caller's leg is the call; the transfer leg is the one Telnyx creates for an agent.
 CALLER_LEG, TRANSFER_LEG = "caller", "transfer"

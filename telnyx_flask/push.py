@@ -81,6 +81,7 @@ class PushHub:
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
         self._ready = threading.Event()
+        self._stopping = threading.Event()
         self._last_id = "0-0"
         # A connection of its own: a blocking XREAD must not hold one the requests need.
         self._client: redis.Redis | None = None
@@ -102,6 +103,10 @@ class PushHub:
     def subscriber_count(self) -> int:
         """Pages open on this worker."""
         return len(self._subscribers)
+
+    def stop(self) -> None:
+        """Stop this process's reader (it ends within one XREAD block)."""
+        self._stopping.set()
 
     def _ensure_reader(self) -> None:
         if self._thread is not None and self._pid == os.getpid():
@@ -126,7 +131,7 @@ class PushHub:
 
     def _run(self) -> None:
         backoff = 0.1
-        while True:
+        while not self._stopping.is_set():
             try:
                 if not self._ready.is_set():
                     newest = self._client.xrevrange(self.live.keys.events, count=1)
@@ -143,7 +148,7 @@ class PushHub:
             except REDIS_ERRORS as error:
                 # Resume from the last id read: pages see no gap, only a delay.
                 log.warning("push reader: redis unavailable (%s); retry in %.1fs", error, backoff)
-                time.sleep(backoff)
+                self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             for _, entries in reply or ():

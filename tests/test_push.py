@@ -339,4 +339,5 @@ def test_reader_survives_losing_redis_and_resumes_without_a_gap(
         assert [page.queue.get(timeout=15).id for _ in during] == during
     finally:
         hub.unsubscribe(page)
+        hub.stop()
         proxy.close()
