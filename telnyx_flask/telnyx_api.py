@@ -52,8 +52,10 @@ class TelnyxError(Exception):
         detail: str | None = None,
         *,
         attempts: int = 1,
+        subject: str = "call",
     ) -> None:
         self.action = action
+        self.subject = subject
         self.call_control_id = call_control_id
         self.status = status
         self.code = code
@@ -77,12 +79,13 @@ class TelnyxError(Exception):
             parts.append("no answer")
         if self.attempts > 1:
             parts.append(f"after {self.attempts} attempts")
-        return f"Telnyx {self.action} on call {self.call_control_id} failed: {', '.join(parts)}"
+        target = f"{self.subject} {self.call_control_id}"
+        return f"Telnyx {self.action} on {target} failed: {', '.join(parts)}"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keeps the error picklable (multiprocessing, task queues) despite the custom __init__.
         args = (self.action, self.call_control_id, self.status, self.code, self.title, self.detail)
-        return (_rebuild_error, (args, self.attempts))
+        return (_rebuild_error, (args, self.attempts, self.subject))
 
     @property
     def call_already_ended(self) -> bool:
@@ -90,8 +93,8 @@ class TelnyxError(Exception):
         return self.status == 422 and self.code == CALL_ALREADY_ENDED
 
 
-def _rebuild_error(args: tuple[Any, ...], attempts: int) -> TelnyxError:
-    return TelnyxError(*args, attempts=attempts)
+def _rebuild_error(args: tuple[Any, ...], attempts: int, subject: str = "call") -> TelnyxError:
+    return TelnyxError(*args, attempts=attempts, subject=subject)
 
 
 def command_id_for(action: str, call_control_id: str, *parts: str) -> str:
@@ -283,6 +286,24 @@ class TelnyxClient:
         command_id = command_id or command_id_for("record_start", call_control_id)
         return self._command("record_start", call_control_id, body, command_id)
 
+    def webrtc_token(self, credential_id: str) -> str:
+        """A WebRTC login token (a JWT, valid for 24 h) for one telephony credential."""
+        if not isinstance(credential_id, str) or not credential_id.strip():
+            raise ValueError("credential_id must be a non-empty string")
+        url = f"{self.base_url}/telephony_credentials/{quote(credential_id, safe='')}/token"
+        # Minting twice is harmless, so a retry needs no command_id.
+        response = self._post("telephony_token", credential_id, url, None, subject="credential")
+        token = response.text.strip()
+        if not token:
+            raise TelnyxError(
+                "telephony_token",
+                credential_id,
+                response.status_code,
+                detail="empty token",
+                subject="credential",
+            )
+        return token
+
     def _url(self, call_control_id: str, action: str) -> str:
         # Ids look like "v3:..."; ":" is legal in a path segment, anything else unsafe is quoted.
         return f"{self.base_url}/calls/{quote(call_control_id, safe=':')}/actions/{action}"
@@ -297,6 +318,13 @@ class TelnyxClient:
     def _command(self, action: str, call_control_id: str, body: dict, command_id: str) -> dict:
         url = self._url(call_control_id, action)
         payload = {**body, "command_id": command_id}
+        return self._data(self._post(action, call_control_id, url, payload))
+
+    def _post(
+        self, action: str, target: str, url: str, payload: dict | None, *, subject: str = "call"
+    ) -> requests.Response:
+        """POST with bounded retries on transport errors, 429 and 5xx; TelnyxError otherwise."""
+        command_id = payload.get("command_id") if payload else None
         headers = {
             "Authorization": f"Bearer {self._api_key}",
             "Accept": "application/json",
@@ -311,29 +339,33 @@ class TelnyxClient:
                 )
             except _TRANSPORT_ERRORS as exc:
                 reason = f"no answer: connection error or timeout ({type(exc).__name__})"
-                error = TelnyxError(action, call_control_id, None, detail=reason, attempts=attempt)
+                error = TelnyxError(
+                    action, target, None, detail=reason, attempts=attempt, subject=subject
+                )
             except requests.RequestException as exc:
                 # Not a transient network failure (bad URL, proxy config...): retrying won't help.
                 error = TelnyxError(
                     action,
-                    call_control_id,
+                    target,
                     None,
                     detail=f"request failed ({type(exc).__name__})",
                     attempts=attempt,
+                    subject=subject,
                 )
                 break
             else:
                 if 200 <= response.status_code < 300:
-                    return self._data(response)
+                    return response
                 code, title, detail = _parse_error(response)
                 error = TelnyxError(
                     action,
-                    call_control_id,
+                    target,
                     response.status_code,
                     code,
                     title,
                     detail,
                     attempts=attempt,
+                    subject=subject,
                 )
                 if response.status_code != 429 and response.status_code < 500:
                     break
@@ -343,10 +375,11 @@ class TelnyxClient:
                 break
             delay = self._backoff(attempt, retry_after)
             log.info(
-                "Telnyx %s on call %s: attempt %d/%d failed (%s), retrying in %.3fs "
+                "Telnyx %s on %s %s: attempt %d/%d failed (%s), retrying in %.3fs "
                 "with command_id %s",
                 action,
-                call_control_id,
+                subject,
+                target,
                 attempt,
                 self.max_attempts,
                 f"HTTP {error.status}" if error.status is not None else error.detail,

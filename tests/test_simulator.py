@@ -907,3 +907,42 @@ def test_cli_call_reports_a_refused_number(sim):
 
     assert result.exit_code != 0
     assert "E.164" in result.output
+
+
+# --- refusing commands on request -------------------------------------------------------------
+
+
+def test_a_queued_refusal_answers_the_next_command_of_that_action_only(sim):
+    ids = sim.call()
+    queued = sim.http.post(
+        f"{sim.url}/sim/refusals",
+        json={"action": "answer", "status": 403, "code": "10010", "detail": "suspended"},
+    )
+    assert queued.status_code == 201
+
+    refused = sim.command(ids["call_control_id"], "answer")
+    assert telnyx_error(refused) == (403, "10010")
+    assert refused.json()["errors"][0]["detail"] == "suspended"
+    assert event_types(sim.webhooks(ids["call_session_id"])) == ["call.initiated"]
+    sim.ok(ids["call_control_id"], "answer")  # only the next one was refused
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"action": "answer", "status": 200},
+        {"action": "answer", "status": "500"},
+        {"action": "answer", "times": 0},
+        {"action": "answer", "times": 1000},
+    ],
+)
+def test_bad_refusal_requests_are_400(sim, body):
+    response = sim.http.post(f"{sim.url}/sim/refusals", json=body)
+    assert response.status_code == 400
+
+
+def test_reset_forgets_queued_refusals(sim):
+    sim.http.post(f"{sim.url}/sim/refusals", json={"action": "answer"}).raise_for_status()
+    sim.reset()
+    sim.ok(sim.call()["call_control_id"], "answer")

@@ -52,6 +52,9 @@ def command(call_control_id: str, action: str):
     try:
         _authenticate(simulator.api_key)
         body = _json_object()
+        refusal = simulator.refusals.take(action)
+        if refusal is not None:
+            raise refusal
         outcome = simulator.calls.execute(action, call_control_id, body)
         return jsonify(OK_BODY)
     except TelnyxApiError as error:

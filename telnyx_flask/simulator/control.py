@@ -9,6 +9,7 @@ from flask import Blueprint, Response, abort, jsonify, request
 from . import audio, get_simulator
 from .calls import E164, TRANSFER_MODES, CallStateError
 from .delivery import Delivery
+from .errors import BAD_REQUEST, ErrorCode, TelnyxApiError
 
 bp = Blueprint("simulator_control", __name__)
 
@@ -115,6 +116,25 @@ def transfer_behaviour():
         except ValueError as error:
             abort(400, description=str(error))
     return jsonify({"mode": calls.transfer_mode})
+
+
+@bp.post("/sim/refusals")
+def refuse_commands():
+    """Answer the next `times` commands of `action` with this error instead of running them."""
+    body = _json_object()
+    action = body.get("action")
+    status = body.get("status", 422)
+    times = body.get("times", 1)
+    if not isinstance(action, str) or not action:
+        abort(400, description="action is required (answer, transfer, reject, hangup...)")
+    if not isinstance(status, int) or not 400 <= status <= 599:
+        abort(400, description="status must be an HTTP error status (400-599)")
+    if not isinstance(times, int) or not 1 <= times <= 100:
+        abort(400, description="times must be between 1 and 100")
+    code = ErrorCode(str(body.get("code", BAD_REQUEST.code)), str(body.get("title", "Refused")))
+    detail = str(body.get("detail", "refused by the simulator"))
+    get_simulator().refusals.add(action, TelnyxApiError(status, code, detail), times)
+    return jsonify({"action": action, "status": status, "times": times}), 201
 
 
 @bp.route("/sim/delivery", methods=["GET", "POST"])
