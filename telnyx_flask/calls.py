@@ -52,19 +52,28 @@ class NotYourCall(ApiError):
 
 
 class TelnyxRefused(ApiError):
-    """Telnyx refused (or never answered) a command; the claim was released."""
+    """Telnyx refused (or never answered) a command."""
 
     status = 502
     code = "telnyx_refused"
 
-    def __init__(self, error: TelnyxError):
+    def __init__(self, error: TelnyxError, *, caller_waiting: bool = False):
         reason = error.detail or error.title or "no answer"
-        super().__init__(f"Telnyx refused {error.action}: {reason}")
+        message = f"Telnyx refused {error.action}: {reason}"
+        if caller_waiting:
+            message += " (the caller is answered and waiting: try again, or hang up)"
+        super().__init__(message)
         self.telnyx_code = error.code
         self.telnyx_status = error.status
+        self.caller_waiting = caller_waiting
 
     def details(self) -> dict[str, Any]:
-        return {"telnyx": {"status": self.telnyx_status, "code": self.telnyx_code}}
+        details: dict[str, Any] = {
+            "telnyx": {"status": self.telnyx_status, "code": self.telnyx_code}
+        }
+        if self.caller_waiting:
+            details["caller_waiting"] = True
+        return details
 
 
 class TelnyxNotConfigured(ApiError):
@@ -113,17 +122,20 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _require_telnyx(telnyx: TelnyxClient | None) -> TelnyxClient:
+def require_telnyx(telnyx: TelnyxClient | None) -> TelnyxClient:
     if telnyx is None:
         raise TelnyxNotConfigured("TELNYX_API_KEY is not set; calls cannot be controlled")
     return telnyx
 
 
-def _take(live: LiveState, call_control_id: str, agent: Agent, action: str) -> None:
-    """Claim the call for this agent, or raise why not. Pressing again is not a conflict."""
+def _take(live: LiveState, call_control_id: str, agent: Agent, action: str) -> str | None:
+    """Claim the call for this agent, or raise why not. Pressing again is not a conflict.
+
+    Returns None for a new claim, or the call's status when the agent already held it.
+    """
     claim: Claim = live.claim_call(call_control_id, agent.id, agent.name, action, now_ms())
     if claim.result == "claimed":
-        return
+        return None
     if claim.result == "missing" or claim.status == ENDED:
         raise CallNotFound("no ringing call with that id (unknown, or it has ended)")
     if (
@@ -131,12 +143,25 @@ def _take(live: LiveState, call_control_id: str, agent: Agent, action: str) -> N
         and claim.action == action
         and claim.status in (ANSWERING, ANSWERED)
     ):
-        return  # the same agent's retry: the commands below are idempotent (command_id)
+        return claim.status  # the same agent's retry: the commands below are idempotent
     who = {"id": claim.claimed_by_id, "name": claim.claimed_by_name}
     raise CallTaken(
         f"the call was taken by {claim.claimed_by_name or 'someone else'}",
         who if claim.claimed_by_id else None,
     )
+
+
+def name_agent_on_record(
+    db: Database, live: LiveState, call_control_id: str, action: str, agent: Agent
+) -> None:
+    """Name the agent on the call's record. When the hangup got there first, its log row has
+    just changed (a decline is fast: Telnyx's hangup often lands before this), so pages that
+    already showed it are told with `call.logged`."""
+    call = record_agent_action(db, call_control_id, action, agent.id)
+    if call is not None and call.get("ended_at") is not None:
+        live.announce(
+            "call.logged", {"call_control_id": call_control_id, "outcome": call.get("outcome")}
+        )
 
 
 def sip_uri_for(agent: Agent, sip_domain: str, fallback_username: str | None) -> str:
@@ -159,19 +184,31 @@ def answer_call(
     call_control_id: str,
     sip_uri: str,
 ) -> dict[str, Any]:
-    """Take a ringing call for `agent`: claim it, answer the caller, transfer to the agent."""
-    telnyx = _require_telnyx(telnyx)
-    _take(live, call_control_id, agent, "answer")
+    """Take a ringing call for `agent`: claim it, answer the caller, transfer to the agent.
+
+    If Telnyx refuses the answer, the claim is released and the call rings again. If it refuses
+    the transfer, the caller is already answered: the agent keeps the call (502 says so) and may
+    press Answer again to retry the transfer, or hang up.
+    """
+    telnyx = require_telnyx(telnyx)
+    held = _take(live, call_control_id, agent, "answer")
+    if held != ANSWERED:
+        try:
+            # Telnyx requires an incoming call to be answered before it can be transferred.
+            telnyx.answer(call_control_id)
+        except TelnyxError as error:
+            live.release_call(call_control_id, agent.id, "answer failed")
+            if error.call_already_ended:
+                raise CallNotFound("the caller hung up before the call was answered") from error
+            raise TelnyxRefused(error) from error
     try:
-        # Telnyx requires an incoming call to be answered before it can be transferred.
-        telnyx.answer(call_control_id)
         telnyx.transfer(call_control_id, sip_uri)
     except TelnyxError as error:
-        live.release_call(call_control_id, agent.id, f"{error.action} failed")
         if error.call_already_ended:
-            raise CallNotFound("the caller hung up before the call could be answered") from error
-        raise TelnyxRefused(error) from error
-    record_agent_action(db, call_control_id, "answer", agent.id)
+            live.release_call(call_control_id, agent.id, "transfer failed")
+            raise CallNotFound("the caller hung up before the call was put through") from error
+        raise TelnyxRefused(error, caller_waiting=True) from error
+    name_agent_on_record(db, live, call_control_id, "answer", agent)
     return {"call_control_id": call_control_id, "transferred_to": sip_uri, "agent": agent.public()}
 
 
@@ -186,7 +223,7 @@ def decline_call(
     """Reject a ringing call on the agent's behalf (outcome: declined)."""
     if cause not in REJECT_CAUSES:
         raise ApiError(f"cause must be one of {', '.join(REJECT_CAUSES)}", code="invalid_cause")
-    telnyx = _require_telnyx(telnyx)
+    telnyx = require_telnyx(telnyx)
     _take(live, call_control_id, agent, "decline")
     try:
         telnyx.reject(call_control_id, cause)
@@ -195,7 +232,7 @@ def decline_call(
         if error.call_already_ended:
             raise CallNotFound("the caller hung up before the call was declined") from error
         raise TelnyxRefused(error) from error
-    record_agent_action(db, call_control_id, "decline", agent.id)
+    name_agent_on_record(db, live, call_control_id, "decline", agent)
     return {"call_control_id": call_control_id, "cause": cause}
 
 
@@ -203,7 +240,7 @@ def end_call(
     live: LiveState, telnyx: TelnyxClient | None, agent: Agent, call_control_id: str
 ) -> dict[str, Any]:
     """Hang up a call the agent took; a call that already ended is not an error."""
-    telnyx = _require_telnyx(telnyx)
+    telnyx = require_telnyx(telnyx)
     call = live.call(call_control_id)
     if call is None:
         raise CallNotFound("no live call with that id")

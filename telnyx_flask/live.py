@@ -153,6 +153,18 @@ class LiveState:
             raise StorageUnavailable("redis", str(exc)) from exc
         return bool(released)
 
+    def announce(self, event: str, data: dict[str, Any]) -> None:
+        """Add one event to the call-event stream (what the Lua scripts do for state changes)."""
+        try:
+            self.client.xadd(
+                self.keys.events,
+                {"event": event, "data": json.dumps(data)},
+                maxlen=self.stream_maxlen,
+                approximate=True,
+            )
+        except REDIS_ERRORS as exc:
+            raise StorageUnavailable("redis", str(exc)) from exc
+
     def ringing_longer_than(self, before_ms: int, limit: int = 50) -> list[str]:
         """call_control_ids of calls ringing since before `before_ms`, oldest first."""
         try:

@@ -87,9 +87,39 @@ def test_answer_of_ended_call_is_404(client, agent, post_webhook, fake_telnyx):
     assert fake_telnyx.received() == []
 
 
-def test_telnyx_refusing_the_transfer_releases_the_claim_with_502(
+def test_telnyx_refusing_the_answer_releases_the_claim_with_502(
     client, agent, make_agent, ringing, fake_telnyx, redis_client, redis_prefix
 ):
+    fake_telnyx.script(
+        "answer",
+        403,
+        body={
+            "errors": [{"code": "10010", "title": "Authorization failed", "detail": "suspended"}]
+        },
+    )
+    response = act(client, agent, "answer")
+    assert response.status_code == 502
+    error = response.get_json()["error"]
+    assert error["code"] == "telnyx_refused"
+    assert error["message"] == "Telnyx refused answer: suspended"
+    assert error["telnyx"] == {"status": 403, "code": "10010"}
+    assert "caller_waiting" not in error
+    assert fake_telnyx.received("transfer") == []
+    # Back to ringing, announced, and free for someone else.
+    assert redis_client.hget(f"{redis_prefix}call:{CALLER}", "status") == "ringing"
+    assert [name for name, _ in stream(redis_client, redis_prefix)][-2:] == [
+        "call.claimed",
+        "call.released",
+    ]
+    pending = client.get("/api/telnyx/calls/pending", headers=agent.headers).get_json()
+    assert [c["call_control_id"] for c in pending["calls"]] == [CALLER]
+    assert act(client, make_agent("Bob"), "answer").status_code == 200
+
+
+def test_telnyx_refusing_the_transfer_keeps_the_answered_caller_with_the_agent(
+    client, agent, make_agent, ringing, fake_telnyx, redis_client, redis_prefix
+):
+    """The caller is answered by then: releasing the call would leave them in dead air."""
     fake_telnyx.script(
         "transfer",
         422,
@@ -104,16 +134,32 @@ def test_telnyx_refusing_the_transfer_releases_the_claim_with_502(
     error = response.get_json()["error"]
     assert error["code"] == "telnyx_refused"
     assert "SIP URI not reachable" in error["message"]
+    assert "the caller is answered and waiting" in error["message"]
     assert error["telnyx"] == {"status": 422, "code": "90046"}
-    # Back to ringing, announced, and free for someone else.
-    assert redis_client.hget(f"{redis_prefix}call:{CALLER}", "status") == "ringing"
-    assert [name for name, _ in stream(redis_client, redis_prefix)][-2:] == [
-        "call.claimed",
-        "call.released",
-    ]
-    pending = client.get("/api/telnyx/calls/pending", headers=agent.headers).get_json()
-    assert [c["call_control_id"] for c in pending["calls"]] == [CALLER]
-    assert act(client, make_agent("Bob"), "answer").status_code == 200
+    assert error["caller_waiting"] is True
+    assert redis_client.hget(f"{redis_prefix}call:{CALLER}", "claimed_by_id") == agent.id
+    taken = act(client, make_agent("Bob"), "answer")
+    assert taken.status_code == 409
+    assert taken.get_json()["error"]["claimed_by"]["name"] == "Alice"
+    # Alice tries again, and this time the transfer goes through.
+    assert act(client, agent, "answer").status_code == 200
+    assert [c.body["to"] for c in fake_telnyx.received("transfer")] == [
+        "sip:agentalice@sip.telnyx.com"
+    ] * 2
+
+
+def test_a_retry_after_the_caller_was_answered_only_transfers(
+    client, agent, ringing, fake_telnyx, post_webhook
+):
+    fake_telnyx.script(
+        "transfer", 422, body={"errors": [{"code": "90046", "title": "Invalid destination"}]}
+    )
+    assert act(client, agent, "answer").status_code == 502
+    answered = load_fixture("03_call.answered.json")
+    assert post_webhook(answered).status_code == 200  # Telnyx: the caller's leg is answered
+    assert act(client, agent, "answer").status_code == 200
+    sent = [c.action for c in fake_telnyx.received() if c.action != "record_start"]
+    assert sent == ["answer", "transfer", "transfer"]
 
 
 def test_caller_gone_before_answer_is_404_not_502(client, agent, ringing, fake_telnyx):
@@ -284,3 +330,41 @@ def test_stale_claim_is_released(app, client, agent, ringing, redis_client, redi
     assert redis_client.hget(f"{redis_prefix}call:{CALLER}", "status") == "answering"
     sweeper.sweep(now=1_000 + 61_000)
     assert redis_client.hget(f"{redis_prefix}call:{CALLER}", "status") == "ringing"
+
+
+def test_naming_the_agent_after_the_hangup_tells_the_pages(
+    app, agent, post_webhook, redis_client, redis_prefix, db_rows
+):
+    """A decline's hangup often lands before the decline is recorded: the row changes after
+    call.ended, so pages are told to read it again."""
+    from telnyx_flask.calls import name_agent_on_record
+    from telnyx_flask.db import get_db
+    from telnyx_flask.live import get_live
+
+    post_webhook(load_fixture("01_call.initiated.json"))
+    post_webhook(load_fixture("05_call.hangup.json"))
+    with app.app_context():
+        name_agent_on_record(get_db(), get_live(), CALLER, "decline", agent_from(agent))
+    name, data = stream(redis_client, redis_prefix)[-1]
+    assert name == "call.logged"
+    assert data == {"call_control_id": CALLER, "outcome": "declined"}
+    assert db_rows("SELECT outcome FROM call_logs") == [{"outcome": "declined"}]
+
+
+def test_naming_the_agent_while_the_call_is_on_announces_nothing(
+    app, agent, ringing, redis_client, redis_prefix
+):
+    from telnyx_flask.calls import name_agent_on_record
+    from telnyx_flask.db import get_db
+    from telnyx_flask.live import get_live
+
+    before = stream(redis_client, redis_prefix)
+    with app.app_context():
+        name_agent_on_record(get_db(), get_live(), CALLER, "answer", agent_from(agent))
+    assert stream(redis_client, redis_prefix) == before
+
+
+def agent_from(test_agent):
+    from telnyx_flask.auth import Agent
+
+    return Agent(test_agent.id, test_agent.email, test_agent.name, None)
