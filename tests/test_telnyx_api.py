@@ -20,9 +20,9 @@ from telnyx_flask.telnyx_api import (
 )
 
 try:
-    from tests.fake_telnyx import FakeTelnyx, error_body
+    from tests.fake_telnyx import FAKE_JWT, FakeTelnyx, error_body
 except ImportError:  # tests/ is not a package, so pytest put the tests folder itself on sys.path
-    from fake_telnyx import FakeTelnyx, error_body
+    from fake_telnyx import FAKE_JWT, FakeTelnyx, error_body
 
 API_KEY = "KEY0123456789SECRET_abcdef"
 CALL = "v3:u5OAKGEPT3Dx8SZSSDRWEMdNH2OripQhO"
@@ -413,6 +413,9 @@ def test_telnyx_error_survives_pickling():
 
     assert (copy.status, copy.code, copy.attempts, str(copy)) == (422, "90018", 2, str(err))
     assert copy.call_already_ended
+    token_error = TelnyxError("telephony_token", "cred-1", 404, subject="credential")
+    assert str(pickle.loads(pickle.dumps(token_error))) == str(token_error)
+    assert "on credential cred-1" in str(token_error)
 
 
 # --- argument validation ------------------------------------------------------------------------
@@ -498,3 +501,20 @@ def test_fake_serves_a_credential_token(fake):
     assert response.headers["Content-Type"].startswith("text/plain")
     assert response.text.count(".") == 2
     assert fake.token_requests == ["cred-1"]
+
+
+def test_webrtc_token_is_the_plain_text_body(fake, client):
+    assert client.webrtc_token("cred-1") == FAKE_JWT
+    assert fake.token_requests == ["cred-1"]
+
+
+def test_webrtc_token_errors_name_the_credential():
+    client = TelnyxClient(API_KEY, "http://127.0.0.1:9/v2", max_attempts=2, backoff_seconds=0)
+    with pytest.raises(TelnyxError) as caught:
+        client.webrtc_token("cred-1")
+    assert str(caught.value).startswith(
+        "Telnyx telephony_token on credential cred-1 failed: no answer"
+    )
+    assert caught.value.attempts == 2
+    with pytest.raises(ValueError):
+        client.webrtc_token(" ")
