@@ -3,13 +3,15 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# The page's one browser dependency (@telnyx/webrtc, pinned in package-lock.json).
+WEBRTC_SDK := node_modules/@telnyx/webrtc/lib/bundle.mjs
 
 # make run defaults: development mode against local PostgreSQL and Redis; override any of them.
 export APP_ENV ?= development
 export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/telnyx_flask
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench screenshots clean
 
 $(INSTALLED): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -19,7 +21,11 @@ $(INSTALLED): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]' || { echo "pip install failed: see the messages above"; exit 1; }
 	touch $@
 
-run: $(INSTALLED)
+$(WEBRTC_SDK): package.json package-lock.json
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --ignore-scripts && touch $@; \
+	else echo "npm not found: the page will run without in-browser audio (install Node.js 20+)"; fi
+
+run: $(INSTALLED) $(WEBRTC_SDK)
 	$(BIN)/flask --app telnyx_flask db upgrade --create-database
 	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
@@ -31,13 +37,17 @@ format: $(INSTALLED)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+test: lint $(WEBRTC_SDK)
 	$(BIN)/pytest
 
 bench: $(INSTALLED)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/webhook_throughput.py
 	$(BIN)/python bench/ring_latency.py
+
+# Re-take docs/screenshots/*.png from the browser test that walks through a call.
+screenshots: $(INSTALLED) $(WEBRTC_SDK)
+	SCREENSHOT_DIR=$(CURDIR) $(BIN)/pytest -q tests/test_page.py -k both_see_it_in_history
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -59,7 +59,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         ops,
         prospects,
         push,
+        recordings,
         ring_timeout,
+        softphone,
         users,
         webhooks,
     )
@@ -83,6 +85,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(agent_api.bp)
     app.register_blueprint(history.bp)
+    app.register_blueprint(recordings.bp)
+    app.register_blueprint(softphone.bp)
     app.register_blueprint(ops.bp)
     return app
 

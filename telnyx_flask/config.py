@@ -15,6 +15,10 @@ APP_ENVS = ("production", "development")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Where `npm ci` (make run) puts the pinned Telnyx WebRTC SDK the page loads.
+DEFAULT_WEBRTC_SDK_PATH = (
+    Path(__file__).resolve().parent.parent / "node_modules/@telnyx/webrtc/lib/bundle.mjs"
+)
 
 
 class ConfigError(Exception):
@@ -98,6 +102,12 @@ def _url(env: Mapping[str, str], name: str, default: str | None, schemes: tuple[
     return value
 
 
+def _optional_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    if _text(env, name) is None:
+        return None
+    return _url(env, name, None, schemes).rstrip("/")
+
+
 def parse_public_key(value: str, name: str = "TELNYX_PUBLIC_KEY") -> bytes:
     """Decode a base64 Ed25519 public key, naming the setting when it is malformed."""
     try:
@@ -171,6 +181,9 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
         "TELNYX_SIP_DOMAIN": _text(env, "TELNYX_SIP_DOMAIN", "sip.telnyx.com"),
         "TELNYX_CALLER_ID": _text(env, "TELNYX_CALLER_ID"),
         "TELNYX_CREDENTIAL_ID": _text(env, "TELNYX_CREDENTIAL_ID"),
+        "TELNYX_SIMULATOR_URL": _optional_url(env, "TELNYX_SIMULATOR_URL", ("http", "https")),
+        "WEBRTC_ENABLED": _boolean(env, "WEBRTC_ENABLED", True),
+        "WEBRTC_SDK_PATH": Path(_text(env, "WEBRTC_SDK_PATH", str(DEFAULT_WEBRTC_SDK_PATH))),
         "RECORD_CALLS": _boolean(env, "RECORD_CALLS", True),
         "RING_TIMEOUT_SECONDS": _integer(env, "RING_TIMEOUT_SECONDS", 30, 5, 600),
         "RING_TIMEOUT_SWEEP": _boolean(env, "RING_TIMEOUT_SWEEP", True),

@@ -18,9 +18,24 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Telnyx SIP usernames: letters, digits and a few marks, not starting with a digit.
 SIP_USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{2,63}$")
 MIN_PASSWORD_LENGTH = 8
+# Telnyx ids are uuids or long digit strings; anything printable without spaces is let through.
+CREDENTIAL_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 
 
-def create_user(email: str, name: str, password: str, sip_username: str | None) -> str:
+def _check_phone(sip_username: str | None, credential_id: str | None) -> None:
+    if sip_username is not None and not SIP_USERNAME.match(sip_username):
+        raise ValueError("sip username must start with a letter (letters, digits, _ . -)")
+    if credential_id is not None and not CREDENTIAL_ID.match(credential_id):
+        raise ValueError("telephony credential id must be 1-128 letters, digits, _ or -")
+
+
+def create_user(
+    email: str,
+    name: str,
+    password: str,
+    sip_username: str | None,
+    telephony_credential_id: str | None = None,
+) -> str:
     """Insert an agent and return its id; ValueError for bad input or a taken email."""
     if not EMAIL.match(email):
         raise ValueError(f"not an email address: {email!r}")
@@ -28,19 +43,54 @@ def create_user(email: str, name: str, password: str, sip_username: str | None) 
         raise ValueError("name must not be empty")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValueError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
-    if sip_username is not None and not SIP_USERNAME.match(sip_username):
-        raise ValueError("sip username must start with a letter (letters, digits, _ . -)")
+    _check_phone(sip_username, telephony_credential_id)
     try:
         with get_db().connection() as conn, conn.cursor() as cur:
             cur.execute(
-                "INSERT INTO users (email, name, password_hash, sip_username)"
-                " VALUES (%s, %s, %s, %s) RETURNING id::text",
-                (email.strip(), name.strip(), generate_password_hash(password), sip_username),
+                "INSERT INTO users (email, name, password_hash, sip_username,"
+                " telephony_credential_id) VALUES (%s, %s, %s, %s, %s) RETURNING id::text",
+                (
+                    email.strip(),
+                    name.strip(),
+                    generate_password_hash(password),
+                    sip_username,
+                    telephony_credential_id,
+                ),
             )
             return cur.fetchone()[0]
     except psycopg2.errors.UniqueViolation:
         raise ValueError(f"an agent with email {email} already exists") from None
 
+
+def set_phone(email: str, sip_username: str | None, telephony_credential_id: str | None) -> None:
+    """Change where an agent's calls go; None leaves a field as it is, "" clears it."""
+    sip = sip_username or None
+    credential_id = telephony_credential_id or None
+    _check_phone(sip, credential_id)
+    with get_db().connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE users SET"
+            " sip_username = CASE WHEN %(set_sip)s THEN %(sip)s ELSE sip_username END,"
+            " telephony_credential_id = CASE WHEN %(set_cred)s THEN %(cred)s"
+            "  ELSE telephony_credential_id END,"
+            " updated_at = now()"
+            " WHERE lower(email) = lower(%(email)s) RETURNING id",
+            {
+                "set_sip": sip_username is not None,
+                "sip": sip,
+                "set_cred": telephony_credential_id is not None,
+                "cred": credential_id,
+                "email": email,
+            },
+        )
+        if cur.fetchone() is None:
+            raise ValueError(f"no agent with email {email}")
+
+
+CREDENTIAL_HELP = (
+    "The Telnyx telephony credential the page's in-browser phone signs in with; "
+    "--sip-username must then be that credential's SIP username."
+)
 
 users_cli = AppGroup("users", help="Agent accounts.")
 
@@ -49,15 +99,22 @@ users_cli = AppGroup("users", help="Agent accounts.")
 @click.option("--email", required=True)
 @click.option("--name", required=True)
 @click.option("--sip-username", default=None, help="The Telnyx SIP user the agent's phone uses.")
+@click.option("--telephony-credential-id", default=None, help=CREDENTIAL_HELP)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-def create_command(email: str, name: str, sip_username: str | None, password_stdin: bool) -> None:
+def create_command(
+    email: str,
+    name: str,
+    sip_username: str | None,
+    telephony_credential_id: str | None,
+    password_stdin: bool,
+) -> None:
     """Create an agent (the password is prompted for unless --password-stdin)."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        user_id = create_user(email, name, password, sip_username)
+        user_id = create_user(email, name, password, sip_username, telephony_credential_id)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"created agent {email} ({user_id})")
@@ -73,6 +130,23 @@ def list_command() -> None:
         rows = cur.fetchall()
     for email, name, sip_username, active in rows:
         click.echo(f"{email}\t{name}\t{sip_username}\t{'active' if active else 'deactivated'}")
+
+
+@users_cli.command("set-phone")
+@click.argument("email")
+@click.option("--sip-username", default=None, help="New SIP username ('' clears it).")
+@click.option("--telephony-credential-id", default=None, help=CREDENTIAL_HELP + " ('' clears it)")
+def set_phone_command(
+    email: str, sip_username: str | None, telephony_credential_id: str | None
+) -> None:
+    """Change an agent's SIP username and/or telephony credential."""
+    if sip_username is None and telephony_credential_id is None:
+        raise click.UsageError("give --sip-username and/or --telephony-credential-id")
+    try:
+        set_phone(email, sip_username, telephony_credential_id)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"updated {email}")
 
 
 @users_cli.command("deactivate")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -11,6 +12,9 @@ import time
 from pathlib import Path
 
 import requests
+from nacl.signing import SigningKey
+
+from .conftest import app_settings
 
 ROOT = Path(__file__).parent.parent
 
@@ -26,6 +30,8 @@ class Gunicorn:
     """`gunicorn --config gunicorn.conf.py wsgi:app` with the given settings, as a subprocess."""
 
     def __init__(self, settings: dict[str, str], workers: int = 2, port: int | None = None):
+        self.settings = settings
+        self.workers = workers
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -67,6 +73,12 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         return self.process.stdout.read()
+
+    def restarted(self) -> Gunicorn:
+        """A new gunicorn with the same settings on the same port (call stop() first)."""
+        server = Gunicorn(self.settings, workers=self.workers, port=self.port)
+        server.wait_ready()
+        return server
 
     def __enter__(self) -> Gunicorn:
         self.wait_ready()
@@ -151,3 +163,30 @@ class Simulator:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+SIM_SEED = bytes([42]) * 32
+SIM_PUBLIC_KEY = base64.b64encode(bytes(SigningKey(SIM_SEED).verify_key)).decode()
+
+
+def start_stack(
+    database_url: str, redis_prefix: str, workers: int, **overrides: str
+) -> tuple[Simulator, Gunicorn]:
+    """The simulator, and gunicorn configured to use it as Telnyx (and offer its test calls)."""
+    simulator = Simulator(base64.b64encode(SIM_SEED).decode())
+    settings = app_settings(database_url, redis_prefix, simulator.api_base)
+    settings.update(
+        TELNYX_PUBLIC_KEY=SIM_PUBLIC_KEY,
+        TELNYX_SIMULATOR_URL=simulator.url,
+        RING_TIMEOUT_SWEEP="true",
+        **overrides,
+    )
+    port = free_port()
+    simulator.webhooks_to(f"http://127.0.0.1:{port}/api/telnyx/webhook")
+    try:
+        server = Gunicorn(settings, workers=workers, port=port)
+        server.wait_ready()
+    except Exception:
+        simulator.stop()
+        raise
+    return simulator, server

@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from nacl.signing import SigningKey
 
-from .conftest import app_settings
-from .servers import Gunicorn, Simulator, free_port
-
-SIM_SEED = bytes([42]) * 32
-SIM_PUBLIC_KEY = base64.b64encode(bytes(SigningKey(SIM_SEED).verify_key)).decode()
-
-
-def start_stack(database_url: str, redis_prefix: str, workers: int, **overrides: str):
-    """The simulator, and gunicorn configured to use it as Telnyx."""
-    simulator = Simulator(base64.b64encode(SIM_SEED).decode())
-    settings = app_settings(database_url, redis_prefix, simulator.api_base)
-    settings.update(TELNYX_PUBLIC_KEY=SIM_PUBLIC_KEY, RING_TIMEOUT_SWEEP="true", **overrides)
-    port = free_port()
-    simulator.webhooks_to(f"http://127.0.0.1:{port}/api/telnyx/webhook")
-    try:
-        server = Gunicorn(settings, workers=workers, port=port)
-        server.wait_ready()
-    except Exception:
-        simulator.stop()
-        raise
-    return simulator, server
+from .servers import start_stack
 
 
 @pytest.fixture(scope="module")
