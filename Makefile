@@ -6,11 +6,6 @@ INSTALLED := $(VENV)/.installed
 # The page's one browser dependency (@telnyx/webrtc, pinned in package-lock.json).
 WEBRTC_SDK := node_modules/@telnyx/webrtc/lib/bundle.mjs
 
-# make run defaults: development mode against local PostgreSQL and Redis; override any of them.
-export APP_ENV ?= development
-export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/telnyx_flask
-export REDIS_URL ?= redis://127.0.0.1:6379/0
-
 .PHONY: run test lint format bench screenshots clean
 
 $(INSTALLED): setup.cfg pyproject.toml
@@ -18,16 +13,16 @@ $(INSTALLED): setup.cfg pyproject.toml
 		{ echo "telnyx-flask needs Python 3.11 or newer (found $$($(PYTHON) --version)); set PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]' || { echo "pip install failed: see the messages above"; exit 1; }
+	$(BIN)/pip install --quiet -e '.[test,embedded]' || { echo "pip install failed: see the messages above"; exit 1; }
 	touch $@
 
 $(WEBRTC_SDK): package.json package-lock.json
 	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --ignore-scripts && touch $@; \
 	else echo "npm not found: the page will run without in-browser audio (install Node.js 20+)"; fi
 
+# Development mode; DATABASE_URL / REDIS_URL when set, embedded servers otherwise (devserver.py).
 run: $(INSTALLED) $(WEBRTC_SDK)
-	$(BIN)/flask --app telnyx_flask db upgrade --create-database
-	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+	$(BIN)/python -m telnyx_flask.devserver
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
@@ -41,7 +36,7 @@ test: lint $(WEBRTC_SDK)
 	$(BIN)/pytest
 
 bench: $(INSTALLED)
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -e '.[test,embedded,bench]'
 	$(BIN)/python bench/webhook_throughput.py
 	$(BIN)/python bench/ring_latency.py
 

@@ -1,7 +1,9 @@
 """gunicorn settings for telnyx-flask: gevent workers, each streaming many long-lived requests."""
 
+import glob
 import multiprocessing
 import os
+import tempfile
 
 port = os.environ.get("PORT") or os.environ.get("API_PORT") or "3000"
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{port}"
@@ -16,6 +18,29 @@ keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+# Request lines come from the app itself (with request ids, and as JSON with LOG_FORMAT=json).
+control_socket_disable = True
+
+# /metrics adds up every worker's values: prometheus-client's multiprocess mode keeps them in
+# files here. Set before any worker imports the app; emptied at each start (stale files from a
+# previous run would be added in).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="telnyx-flask-metrics-")
+
+
+def on_starting(server):
+    """Start from empty metrics files."""
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(folder, exist_ok=True)
+    for path in glob.glob(os.path.join(folder, "*.db")):
+        os.remove(path)
+
+
+def child_exit(server, worker):
+    """A worker's live gauges (open streams) stop counting when it exits."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def post_worker_init(worker):

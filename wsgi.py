@@ -1,5 +1,9 @@
-"""WSGI entry point: `gunicorn wsgi:app` (settings: gunicorn.conf.py and the environment)."""
+"""WSGI entry point: `gunicorn wsgi:app` (settings: gunicorn.conf.py and the environment).
 
-from telnyx_flask import create_app
+It refuses to serve against a database whose schema is behind the code.
+"""
+
+from telnyx_flask import create_app, require_current_schema
 
 app = create_app()
+require_current_schema(app)

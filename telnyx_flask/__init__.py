@@ -7,9 +7,11 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg2
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from . import logs
 from .config import ConfigError, config_from_environment
 from .signature import WebhookVerifier
 
@@ -34,7 +36,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(settings)
     if config is not None:
         app.config.update({k: v for k, v in config.items() if not isinstance(v, str)})
-    configure_logging(app.config["LOG_LEVEL"])
+    configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
     app.json.sort_keys = False
     # The webhook has its own, smaller limit; this bounds every other body.
     if app.config["MAX_CONTENT_LENGTH"] is None:
@@ -56,6 +58,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         followups,
         history,
         live,
+        metrics,
+        openapi,
         ops,
         prospects,
         push,
@@ -78,6 +82,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     ring_timeout.init_app(app)
     push.init_app(app)
     errors.init_app(app)
+    logs.init_app(app)
     auth.init_app(app)
     users.init_app(app)
     prospects.init_app(app)
@@ -88,17 +93,37 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(recordings.bp)
     app.register_blueprint(softphone.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(openapi.bp)
     return app
 
 
-def configure_logging(level: str) -> None:
-    """Send the service's logs to stderr unless the host process has set logging up already."""
-    package_logger = logging.getLogger(__name__)
-    package_logger.setLevel(level)
-    if not logging.getLogger().handlers and not package_logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        package_logger.addHandler(handler)
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """Send the service's logs to stderr (JSON lines with fmt="json") unless already set up."""
+    logs.configure(level, fmt)
+
+
+def require_current_schema(app: Flask) -> None:
+    """Refuse to serve (exit 3) when migrations in sql/ have not been applied to the database.
+
+    An unreachable database is not refused here: /readyz says so, and it may come back.
+    """
+    from .db import pending_migrations
+
+    try:
+        pending = pending_migrations(app.config["DATABASE_URL"])
+    except psycopg2.Error as exc:
+        log.warning("could not check the database schema: %s", str(exc).strip())
+        return
+    if pending:
+        print(
+            f"telnyx-flask: the database schema is behind the code ({len(pending)} migration(s) "
+            f"pending: {', '.join(pending)}); run `flask --app telnyx_flask db upgrade` "
+            "(the Procfile's release step) first",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(3)
 
 
 def exit_with_config_error(error: ConfigError) -> None:

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from . import metrics
 from .auth import Agent
 from .db import Database
 from .errors import ApiError
@@ -133,8 +134,11 @@ def _take(live: LiveState, call_control_id: str, agent: Agent, action: str) -> s
 
     Returns None for a new claim, or the call's status when the agent already held it.
     """
-    claim: Claim = live.claim_call(call_control_id, agent.id, agent.name, action, now_ms())
+    claimed_at = now_ms()
+    claim: Claim = live.claim_call(call_control_id, agent.id, agent.name, action, claimed_at)
     if claim.result == "claimed":
+        if claim.ringing_since_ms is not None:
+            metrics.RING_TO_CLAIM_SECONDS.observe((claimed_at - claim.ringing_since_ms) / 1000)
         return None
     if claim.result == "missing" or claim.status == ENDED:
         raise CallNotFound("no ringing call with that id (unknown, or it has ended)")
@@ -145,6 +149,7 @@ def _take(live: LiveState, call_control_id: str, agent: Agent, action: str) -> s
     ):
         return claim.status  # the same agent's retry: the commands below are idempotent
     who = {"id": claim.claimed_by_id, "name": claim.claimed_by_name}
+    metrics.CLAIM_CONFLICTS.inc()
     raise CallTaken(
         f"the call was taken by {claim.claimed_by_name or 'someone else'}",
         who if claim.claimed_by_id else None,

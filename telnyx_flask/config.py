@@ -15,6 +15,7 @@ APP_ENVS = ("production", "development")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("TEXT", "JSON")
 # Where `npm ci` (make run) puts the pinned Telnyx WebRTC SDK the page loads.
 DEFAULT_WEBRTC_SDK_PATH = (
     Path(__file__).resolve().parent.parent / "node_modules/@telnyx/webrtc/lib/bundle.mjs"
@@ -119,7 +120,8 @@ def parse_public_key(value: str, name: str = "TELNYX_PUBLIC_KEY") -> bytes:
     return key
 
 
-def _database_url(env: Mapping[str, str]) -> str:
+def database_url_from(env: Mapping[str, str]) -> str:
+    """DATABASE_URL, or one built from the seed's DB_* parts."""
     if _text(env, "DATABASE_URL"):
         return _url(env, "DATABASE_URL", None, ("postgres", "postgresql"))
     # The seed's DB_* parts keep working when DATABASE_URL is not set.
@@ -160,7 +162,7 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
     return {
         "APP_ENV": app_env,
         "SECRET_KEY": secret_key,
-        "DATABASE_URL": _database_url(env),
+        "DATABASE_URL": database_url_from(env),
         "DB_POOL_SIZE": _integer(env, "DB_POOL_SIZE", 10, 1, 500),
         "DB_POOL_TIMEOUT": _integer(env, "DB_POOL_TIMEOUT", 5, 1, 300),
         "DB_STATEMENT_TIMEOUT_MS": _integer(env, "DB_STATEMENT_TIMEOUT_MS", 5000, 100, 600_000),
@@ -193,6 +195,7 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
         "SSE_RETRY_MS": _integer(env, "SSE_RETRY_MS", 3000, 100, 600_000),
         "API_PORT": _integer(env, "API_PORT", 3000, 1, 65535),
         "LOG_LEVEL": _choice(env, "LOG_LEVEL", "INFO", LOG_LEVELS),
+        "LOG_FORMAT": _choice(env, "LOG_FORMAT", "TEXT", LOG_FORMATS).lower(),
         "AUTH_TOKEN_TTL_SECONDS": _integer(
             env, "AUTH_TOKEN_TTL_SECONDS", 12 * 3600, 60, 30 * 86400
         ),

@@ -8,6 +8,8 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from . import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -83,6 +85,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError):
         if isinstance(error, StorageUnavailable):
+            metrics.STORAGE_ERRORS.labels(error.dependency).inc()
             log.warning(
                 "%s %s: %s unavailable: %s",
                 request.method,

@@ -36,7 +36,8 @@ class FollowUps:
             return None
         if self.client is None:
             log.warning(
-                "not recording call_control_id=%s: TELNYX_API_KEY is not set", call_control_id
+                "not recording: TELNYX_API_KEY is not set",
+                extra={"call_control_id": call_control_id},
             )
             return None
         return self._submit(self._start_recording, call_control_id)
@@ -48,7 +49,7 @@ class FollowUps:
             # The client has logged it once, with the call and the command_id. A call that ended
             # first (422 90018) simply has nothing to record.
             return
-        log.info("recording started call_control_id=%s", call_control_id)
+        log.info("recording started", extra={"call_control_id": call_control_id})
 
     def shutdown(self, wait: bool = True) -> None:
         """Finish queued commands (tests and worker exit)."""

@@ -139,6 +139,8 @@ class LiveState:
         reply = [_text(item) for item in reply]
         if reply[0] == "taken":
             return Claim("taken", reply[1], reply[2] or None, reply[3] or None, reply[4] or None)
+        if reply[0] == "claimed" and len(reply) > 1 and reply[1]:
+            return Claim("claimed", ringing_since_ms=int(reply[1]))
         return Claim(reply[0])
 
     def release_call(self, call_control_id: str, agent_id: str, reason: str) -> bool:
@@ -254,6 +256,7 @@ class Claim:
     claimed_by_id: str | None = None
     claimed_by_name: str | None = None
     action: str | None = None
+    ringing_since_ms: int | None = None  # when it started ringing here (a fresh claim)
 
 
 def parse_stream_id(value: str | None) -> tuple[int, int] | None:

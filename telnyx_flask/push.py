@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import redis
 from flask import Flask, current_app
 
+from . import metrics
 from .live import REDIS_ERRORS, LiveState, parse_stream_id
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,7 @@ def event_stream(
 ) -> Iterator[bytes]:
     """The body of GET /api/telnyx/events: catch-up or snapshot, then live events."""
     subscriber = hub.subscribe()
+    metrics.SSE_STREAMS.inc()
     try:
         yield f"retry: {settings.retry_ms}\n\n".encode()
         resume = parse_stream_id(last_event_id) if last_event_id else None
@@ -223,6 +225,7 @@ def event_stream(
                 last_key = message.key
                 yield message.wire
     finally:
+        metrics.SSE_STREAMS.dec()
         hub.unsubscribe(subscriber)
 
 

@@ -8,6 +8,7 @@ import threading
 
 from flask import Flask
 
+from . import metrics
 from .calls import now_ms
 from .errors import StorageUnavailable
 from .live import LiveState
@@ -47,14 +48,14 @@ class RingTimeouts:
                 rejected.append(call_control_id)
         for call_control_id, claimer in self.live.claimed_before(now - STALE_CLAIM_SECONDS * 1000):
             if self.live.release_call(call_control_id, claimer, "claim went stale"):
-                log.warning("released a stale claim call_control_id=%s", call_control_id)
+                log.warning("released a stale claim", extra={"call_control_id": call_control_id})
         return rejected
 
     def _reject(self, call_control_id: str) -> bool:
         if self.telnyx is None:
             log.warning(
-                "ring timeout: cannot reject call_control_id=%s without TELNYX_API_KEY",
-                call_control_id,
+                "ring timeout: cannot reject without TELNYX_API_KEY",
+                extra={"call_control_id": call_control_id},
             )
             return False
         try:
@@ -65,7 +66,8 @@ class RingTimeouts:
             # Give it back: the next sweep tries again.
             self.live.release_call(call_control_id, TIMEOUT_AGENT_ID, "reject failed")
             return False
-        log.info("ring timeout: rejected call_control_id=%s", call_control_id)
+        metrics.RING_TIMEOUTS.inc()
+        log.info("ring timeout: rejected the call", extra={"call_control_id": call_control_id})
         return True
 
     def start(self) -> None:

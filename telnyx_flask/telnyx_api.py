@@ -14,6 +14,8 @@ from urllib.parse import quote
 import requests
 from requests.exceptions import ChunkedEncodingError
 
+from . import metrics
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.telnyx.com/v2"
@@ -338,12 +340,14 @@ class TelnyxClient:
                     url, json=payload, headers=headers, timeout=self.timeout
                 )
             except _TRANSPORT_ERRORS as exc:
+                metrics.TELNYX_REQUESTS.labels(action, "none").inc()
                 reason = f"no answer: connection error or timeout ({type(exc).__name__})"
                 error = TelnyxError(
                     action, target, None, detail=reason, attempts=attempt, subject=subject
                 )
             except requests.RequestException as exc:
                 # Not a transient network failure (bad URL, proxy config...): retrying won't help.
+                metrics.TELNYX_REQUESTS.labels(action, "none").inc()
                 error = TelnyxError(
                     action,
                     target,
@@ -354,6 +358,7 @@ class TelnyxClient:
                 )
                 break
             else:
+                metrics.TELNYX_REQUESTS.labels(action, str(response.status_code)).inc()
                 if 200 <= response.status_code < 300:
                     return response
                 code, title, detail = _parse_error(response)
@@ -385,14 +390,21 @@ class TelnyxClient:
                 f"HTTP {error.status}" if error.status is not None else error.detail,
                 delay,
                 command_id,
+                extra=self._log_fields(subject, target),
             )
             self._sleep(delay)
 
         assert error is not None
         # An ended call is an expected race (caller hung up first), not an operational problem.
         level = logging.INFO if error.call_already_ended else logging.WARNING
-        log.log(level, "%s (command_id %s)", error, command_id)
+        log.log(
+            level, "%s (command_id %s)", error, command_id, extra=self._log_fields(subject, target)
+        )
         raise error
+
+    @staticmethod
+    def _log_fields(subject: str, target: str) -> dict[str, str]:
+        return {"call_control_id": target} if subject == "call" else {}
 
     @staticmethod
     def _data(response: requests.Response) -> dict:

@@ -149,6 +149,29 @@ def set_phone_command(
     click.echo(f"updated {email}")
 
 
+@users_cli.command("set-password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def set_password_command(email: str, password_stdin: bool) -> None:
+    """Give an agent a new password (prompted for unless --password-stdin)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise click.ClickException(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    with get_db().connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE users SET password_hash = %s, updated_at = now()"
+            " WHERE lower(email) = lower(%s) RETURNING id",
+            (generate_password_hash(password), email),
+        )
+        found = cur.fetchone()
+    if found is None:
+        raise click.ClickException(f"no agent with email {email}")
+    click.echo(f"new password set for {email}")
+
+
 @users_cli.command("deactivate")
 @click.argument("email")
 def deactivate_command(email: str) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Blueprint, current_app, jsonify, request
 
+from . import metrics
 from .calls import apply_event
 from .db import get_db
-from .errors import PayloadTooLarge
+from .errors import ApiError, PayloadTooLarge, StorageUnavailable
 from .events import parse_webhook
 from .followups import get_followups
 from .live import get_live
@@ -33,18 +35,30 @@ def read_body(limit: int) -> bytes:
 @bp.post("/api/telnyx/webhook")
 def receive_webhook():
     """Take one Telnyx webhook; 2xx only once it is in PostgreSQL and in the live state."""
-    body = read_body(MAX_WEBHOOK_BYTES)
-    verifier = current_app.extensions["webhook_verifier"]
-    if verifier is not None:
-        verifier.verify(request.headers, body)
-    event = parse_webhook(body)
-    applied = apply_event(get_db(), get_live(), get_followups(), event, body)
+    started = time.perf_counter()
+    event_type, result = None, "failed"
+    try:
+        body = read_body(MAX_WEBHOOK_BYTES)
+        verifier = current_app.extensions["webhook_verifier"]
+        if verifier is not None:
+            verifier.verify(request.headers, body)
+        event = parse_webhook(body)
+        event_type = event.event_type
+        applied = apply_event(get_db(), get_live(), get_followups(), event, body)
+        result = applied.result
+    except StorageUnavailable:
+        raise  # failed: Telnyx retries
+    except ApiError:
+        result = "rejected"  # bad signature, malformed, too large: a retry won't help
+        raise
+    finally:
+        metrics.webhook_handled(event_type, result, time.perf_counter() - started)
     # One line per webhook costs a write per request; it is there when LOG_LEVEL=DEBUG.
     log.debug(
-        "webhook %s %s call_control_id=%s result=%s",
+        "webhook %s %s result=%s",
         event.event_type,
         event.event_id,
-        event.call_control_id,
         applied.result,
+        extra={"call_control_id": event.call_control_id},
     )
     return jsonify({"result": applied.result, "event_id": event.event_id})

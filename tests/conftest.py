@@ -8,6 +8,8 @@ import copy
 import itertools
 import json
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,16 +25,61 @@ from nacl.signing import SigningKey
 from telnyx_flask import create_app
 from telnyx_flask.auth import Agent, issue_token
 from telnyx_flask.db import throwaway_database
+from telnyx_flask.embedded import Embedded, reachable, start_postgres, start_redis
 from telnyx_flask.signature import sign
 from telnyx_flask.users import create_user
 
 from .fake_telnyx import FakeTelnyx
 
 FIXTURES = Path(__file__).parent / "fixtures" / "telnyx"
-ADMIN_DATABASE_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Set in pytest_configure: TEST_DATABASE_URL / TEST_REDIS_URL, else the local servers on their
+# standard ports, else embedded ones started for this run (as `make run` starts them).
+ADMIN_DATABASE_URL = DEFAULT_DATABASE_URL
+TEST_REDIS_URL = DEFAULT_REDIS_URL
+SERVICES: list[str] = []
+_embedded: list[Embedded] = []
+
+
+def _choose(name: str, variable: str, default: str, port: int, start) -> str:
+    """The URL in `variable`, else the local server's, else an embedded one's."""
+    if os.environ.get(variable):
+        SERVICES.append(f"{name}: {variable}")
+        return os.environ[variable]
+    if reachable("127.0.0.1", port):
+        SERVICES.append(f"{name}: the server on 127.0.0.1:{port}")
+        return default
+    server = start()
+    _embedded.append(server)
+    SERVICES.append(f"{name}: {server.description}")
+    return server.url
+
+
+def _embedded_postgres() -> Embedded:
+    folder = Path(tempfile.mkdtemp(prefix="telnyx-flask-test-pg-"))
+    # Stopped in reverse order: the server first, then its folder goes.
+    _embedded.append(Embedded("", "", lambda: shutil.rmtree(folder, ignore_errors=True)))
+    return start_postgres(folder / "data")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global ADMIN_DATABASE_URL, TEST_REDIS_URL
+    ADMIN_DATABASE_URL = _choose(
+        "PostgreSQL", "TEST_DATABASE_URL", DEFAULT_DATABASE_URL, 5432, _embedded_postgres
+    )
+    TEST_REDIS_URL = _choose("Redis", "TEST_REDIS_URL", DEFAULT_REDIS_URL, 6379, start_redis)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for server in reversed(_embedded):
+        server.stop()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return SERVICES
+
+
 SIGNING_SEED = bytes(range(32))
 PUBLIC_KEY = base64.b64encode(bytes(SigningKey(SIGNING_SEED).verify_key)).decode()
 TABLES = ("webhook_events", "call_logs", "inbound_calls", "prospects", "users")

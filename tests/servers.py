@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -41,11 +44,14 @@ class Gunicorn:
         }
         env.update({key: value for key, value in settings.items() if isinstance(value, str)})
         env.update(PORT=str(self.port), WEB_CONCURRENCY=str(workers), DOTENV_PATH="/nonexistent")
+        # A file, not a pipe: nobody reads a pipe until stop(), and a full one would block the
+        # workers' log writes (every request logs a line).
+        self.output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed with the object)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
             cwd=ROOT,
             env=env,
-            stdout=subprocess.PIPE,
+            stdout=self.output,
             stderr=subprocess.STDOUT,
             text=True,
         )
@@ -55,7 +61,7 @@ class Gunicorn:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.process.stdout.read()}")
+                raise RuntimeError(f"gunicorn exited: {self.read_output()}")
             try:
                 if requests.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return
@@ -72,7 +78,13 @@ class Gunicorn:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        return self.process.stdout.read()
+                self.process.wait()
+        return self.read_output()
+
+    def read_output(self) -> str:
+        """What gunicorn and the app printed so far."""
+        self.output.seek(0)
+        return self.output.read()
 
     def restarted(self) -> Gunicorn:
         """A new gunicorn with the same settings on the same port (call stop() first)."""
@@ -190,3 +202,24 @@ def start_stack(
         simulator.stop()
         raise
     return simulator, server
+
+
+@contextlib.contextmanager
+def running_stack(
+    database_url: str, redis_prefix: str, workers: int, **overrides: str
+) -> Iterator[tuple[Simulator, Gunicorn]]:
+    """start_stack for a module's tests, stopped after them."""
+    simulator, server = start_stack(database_url, redis_prefix, workers, **overrides)
+    try:
+        yield simulator, server
+    finally:
+        server.stop()
+        simulator.stop()
+
+
+def ready_simulator(stack: tuple[Simulator, Gunicorn]) -> Simulator:
+    """The stack's simulator with nothing left from earlier tests, sending to the stack."""
+    simulator, server = stack
+    simulator.reset()
+    simulator.webhooks_to(f"{server.url}/api/telnyx/webhook")
+    return simulator

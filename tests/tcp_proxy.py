@@ -1,18 +1,21 @@
-"""A TCP proxy on loopback that a test can cut, to make PostgreSQL or Redis unreachable."""
+"""A TCP proxy on loopback that a test can cut, to make PostgreSQL or Redis unreachable.
+
+The target is a TCP address, or a Unix socket (the embedded PostgreSQL listens on one).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target; `cut()` drops every connection until `restore()`."""
 
-    def __init__(self, target_host: str, target_port: int):
-        self.target = (target_host, target_port)
+    def __init__(self, target: tuple[str, int] | str):
+        self.target = target
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._open: set[socket.socket] = set()
@@ -32,7 +35,7 @@ class TcpProxy:
                     client.close()
                     continue
                 try:
-                    upstream = socket.create_connection(self.target, timeout=5)
+                    upstream = self._connect()
                 except OSError:
                     client.close()
                     continue
@@ -40,6 +43,23 @@ class TcpProxy:
                 self._open.update((client, upstream))
             threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    @classmethod
+    def for_url(cls, url: str, default_port: int) -> TcpProxy:
+        """A proxy to the server a postgresql:// or redis:// URL names."""
+        parts = urlsplit(url)
+        socket_dir = dict(parse_qsl(parts.query)).get("host", "")
+        if socket_dir.startswith("/"):
+            return cls(f"{socket_dir}/.s.PGSQL.{parts.port or default_port}")
+        return cls((parts.hostname or "127.0.0.1", parts.port or default_port))
+
+    def _connect(self) -> socket.socket:
+        if isinstance(self.target, str):
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.settimeout(5)
+            upstream.connect(self.target)
+            return upstream
+        return socket.create_connection(self.target, timeout=5)
 
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
@@ -79,8 +99,11 @@ class TcpProxy:
 
 
 def through_proxy(url: str, proxy: TcpProxy) -> str:
-    """The same URL, pointed at the proxy."""
+    """The same URL, pointed at the proxy (over TCP, even if the server's socket is Unix)."""
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)
     host = f"127.0.0.1:{proxy.port}"
-    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "host"])
+    return urlunsplit(
+        parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host, query=query)
+    )

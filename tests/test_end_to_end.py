@@ -8,27 +8,20 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from .servers import start_stack
+from .servers import ready_simulator, running_stack
 
 
 @pytest.fixture(scope="module")
 def stack(database_url, redis_prefix):
     """Four gevent workers and the simulator, shared by this module's tests."""
     # A long ring timeout: the race test keeps 100 calls ringing for a while on a slow machine.
-    simulator, server = start_stack(
-        database_url, redis_prefix, workers=4, RING_TIMEOUT_SECONDS="600"
-    )
-    yield simulator, server
-    server.stop()
-    simulator.stop()
+    with running_stack(database_url, redis_prefix, workers=4, RING_TIMEOUT_SECONDS="600") as stack:
+        yield stack
 
 
 @pytest.fixture
 def sim(stack, clean_storage):
-    simulator, _ = stack
-    simulator.reset()
-    simulator.webhooks_to(f"{stack[1].url}/api/telnyx/webhook")
-    return simulator
+    return ready_simulator(stack)
 
 
 @pytest.fixture
@@ -197,8 +190,8 @@ def test_twenty_agents_race_for_each_of_100_calls_and_one_wins(sim, service, mak
 def test_ring_timeout_rejects_an_untaken_call_once(
     database_url, redis_prefix, clean_storage, make_agent, db_rows
 ):
-    simulator, server = start_stack(database_url, redis_prefix, workers=3, RING_TIMEOUT_SECONDS="5")
-    try:
+    with running_stack(database_url, redis_prefix, workers=3, RING_TIMEOUT_SECONDS="5") as stack:
+        simulator = stack[0]
         call = simulator.call()
         [reject] = simulator.commands("reject", call, wait_for=1, timeout=30)
         assert reject["body"]["cause"] == "USER_BUSY"
@@ -207,6 +200,3 @@ def test_ring_timeout_rejects_an_untaken_call_once(
         assert (log["outcome"], log["end_reason"]) == ("missed", "user_busy")
         # Three workers swept; still exactly one reject.
         assert len(simulator.commands("reject", call)) == 1
-    finally:
-        server.stop()
-        simulator.stop()

@@ -20,7 +20,7 @@ from telnyx_flask.db import (
     upgrade,
 )
 
-from .conftest import ADMIN_DATABASE_URL
+from . import conftest
 
 ROOT = Path(__file__).parent.parent
 EVERY_VERSION = [version for version, _ in migration_files()]
@@ -31,7 +31,7 @@ APPLIED_ALL = f"applied {', '.join(EVERY_VERSION)}"
 def empty_database():
     """A database with nothing in it, dropped afterwards."""
     name = f"telnyx_flask_migrate_{uuid.uuid4().hex[:10]}"
-    with throwaway_database(ADMIN_DATABASE_URL, name, migrate=False) as url:
+    with throwaway_database(conftest.ADMIN_DATABASE_URL, name, migrate=False) as url:
         yield url
 
 

@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit
 
 import pytest
 
 from telnyx_flask import create_app
 
-from .conftest import TEST_REDIS_URL, answered_call_events, encode, signed_headers
+from . import conftest
+from .conftest import answered_call_events, encode, signed_headers
 from .tcp_proxy import TcpProxy, through_proxy
 
 
 @pytest.fixture
 def proxied(settings, database_url):
     """An app whose PostgreSQL and Redis connections both pass through cuttable proxies."""
-    pg, rd = urlsplit(database_url), urlsplit(TEST_REDIS_URL)
     proxies = {
-        "postgresql": TcpProxy(pg.hostname, pg.port or 5432),
-        "redis": TcpProxy(rd.hostname, rd.port or 6379),
+        "postgresql": TcpProxy.for_url(database_url, 5432),
+        "redis": TcpProxy.for_url(conftest.TEST_REDIS_URL, 6379),
     }
     settings["DATABASE_URL"] = through_proxy(database_url, proxies["postgresql"])
-    settings["REDIS_URL"] = through_proxy(TEST_REDIS_URL, proxies["redis"])
+    settings["REDIS_URL"] = through_proxy(conftest.TEST_REDIS_URL, proxies["redis"])
     app = create_app(settings)
     yield app, proxies
     app.extensions["followups"].shutdown()

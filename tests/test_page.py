@@ -14,7 +14,7 @@ import requests
 from playwright.sync_api import expect, sync_playwright
 
 from .browser import CHROMIUM, CHROMIUM_ARGS, AgentPage, chromium_missing_message, save_screenshot
-from .servers import Gunicorn, start_stack
+from .servers import Gunicorn, ready_simulator, running_stack
 
 PASSWORD = "correct horse battery"
 
@@ -31,25 +31,20 @@ def browser():
 @pytest.fixture(scope="module")
 def stack(database_url, redis_prefix):
     # Closed pages' streams are noticed only at the next write; don't wait 20 s for them at exit.
-    simulator, server = start_stack(
+    with running_stack(
         database_url,
         redis_prefix,
         workers=2,
         RING_TIMEOUT_SECONDS="300",
         SSE_RETRY_MS="300",
         GUNICORN_GRACEFUL_TIMEOUT="3",
-    )
-    yield simulator, server
-    server.stop()
-    simulator.stop()
+    ) as stack:
+        yield stack
 
 
 @pytest.fixture
 def sim(stack, clean_storage):
-    simulator, server = stack
-    simulator.reset()
-    simulator.webhooks_to(f"{server.url}/api/telnyx/webhook")
-    return simulator
+    return ready_simulator(stack)
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import requests
 from telnyx_flask import create_app
 from telnyx_flask.push import StreamSettings, event_stream
 
+from . import conftest
 from .conftest import (
-    TEST_REDIS_URL,
     abandoned_call_events,
     app_settings,
     encode,
@@ -324,8 +324,8 @@ def test_a_stream_ends_after_its_lifetime(app, clean_storage):
 def test_reader_survives_losing_redis_and_resumes_without_a_gap(
     settings, redis_client, redis_prefix
 ):
-    proxy = TcpProxy("127.0.0.1", 6379)
-    settings["REDIS_URL"] = through_proxy(TEST_REDIS_URL, proxy)
+    proxy = TcpProxy.for_url(conftest.TEST_REDIS_URL, 6379)
+    settings["REDIS_URL"] = through_proxy(conftest.TEST_REDIS_URL, proxy)
     hub = create_app(settings).extensions["push"]
     page = hub.subscribe()
     key = f"{redis_prefix}events"

@@ -2,7 +2,8 @@
 -- KEYS: call hash, ringing zset, claimed zset, event stream.
 -- ARGV: agent id, agent name, action (answer | decline | timeout), claimed_at (ms),
 --       call.claimed event data (JSON), stream maxlen.
--- Returns {'claimed'} | {'missing'} | {'taken', status, claimed_by_id, claimed_by_name, action}.
+-- Returns {'claimed', ringing_score} | {'missing'} |
+--         {'taken', status, claimed_by_id, claimed_by_name, action}.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return {'missing'}
@@ -17,4 +18,4 @@ local call_control_id = redis.call('HGET', KEYS[1], 'call_control_id')
 redis.call('ZREM', KEYS[2], call_control_id)
 redis.call('ZADD', KEYS[3], ARGV[4], call_control_id)
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'event', 'call.claimed', 'data', ARGV[5])
-return {'claimed'}
+return {'claimed', redis.call('HGET', KEYS[1], 'ringing_score') or ''}

@@ -1,0 +1,236 @@
+"""`make run` in a fresh copy of the checkout, with no DATABASE_URL or REDIS_URL: embedded
+servers, the simulator, the demo agent, a call answered end to end, then Ctrl-C stops it all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from .servers import ROOT, free_port
+
+START_SECONDS = 600  # the first run creates .venv and installs everything into it
+STOP_SECONDS = 60
+
+
+def copy_checkout(target: Path) -> None:
+    """The files a clone would have (tracked, plus new files not ignored), nothing built."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, listed):
+        source = ROOT / name.decode()
+        if source.is_file():
+            (target / name.decode()).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name.decode())
+
+
+class MakeRun:
+    """`make run` in its own session, as a terminal would run it (Ctrl-C reaches the group)."""
+
+    def __init__(self, checkout: Path, port: int):
+        self.checkout = checkout
+        self.log = checkout / "make-run.log"
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("DATABASE_URL", "DB_", "REDIS_", "TELNYX_", "APP_ENV", "SIM_"))
+            and key not in ("PORT", "API_PORT", "VIRTUAL_ENV", "PROMETHEUS_MULTIPROC_DIR")
+        }
+        env["PORT"] = str(port)
+        self.url = f"http://127.0.0.1:{port}"
+        with self.log.open("w") as out:
+            self.process = subprocess.Popen(
+                ["make", "run"],
+                cwd=checkout,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.output())
+            if found:
+                return found
+            if self.process.poll() is not None:
+                pytest.fail(f"make run exited ({self.process.returncode}):\n{self.output()}")
+            time.sleep(0.5)  # reading a log file as it grows: nothing to block on
+        pytest.fail(f"no {pattern!r} within {timeout} s:\n{self.output()}")
+
+    def interrupt(self) -> int:
+        """Ctrl-C: SIGINT to the whole process group, then wait."""
+        os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            return self.process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            pytest.fail(f"make run did not stop within {STOP_SECONDS} s:\n{self.output()}")
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of running processes that mention `text` (a path of the copy)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if text in cmdline or cwd.startswith(text):
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_make_run_serves_a_call_end_to_end_and_stops_cleanly(tmp_path):
+    checkout = tmp_path / "telnyx-flask"
+    checkout.mkdir()
+    copy_checkout(checkout)
+    port = free_port()
+
+    first = MakeRun(checkout, port)
+    try:
+        first.wait_for(r"ready: open http://127\.0\.0\.1:\d+/", START_SECONDS)
+        output = first.output()
+        assert "PostgreSQL: embedded PostgreSQL (pgserver)" in output
+        assert re.search(r"Redis: (redis-server|fakeredis)", output)
+        assert "Telnyx simulator on http://127.0.0.1:" in output
+        password = re.search(r"email demo@example\.com  password (\S+)", output).group(1)
+        started = descendants(first.process.pid)
+
+        http = requests.Session()
+        login = http.post(
+            f"{first.url}/api/auth/login",
+            json={"email": "demo@example.com", "password": password},
+            timeout=10,
+        )
+        assert login.status_code == 200, login.text
+        headers = {"Authorization": f"Bearer {login.json()['token']}"}
+        simulated = http.post(f"{first.url}/api/dev/simulated-calls", headers=headers, timeout=10)
+        assert simulated.status_code == 201, simulated.text
+        call = simulated.json()["call_control_id"]
+        wait_until(lambda: call in pending(http, first.url, headers))
+        answered = http.post(
+            f"{first.url}/api/telnyx/calls/{call}/answer", headers=headers, timeout=10
+        )
+        assert answered.status_code == 200, answered.text
+        ended = http.post(f"{first.url}/api/telnyx/calls/{call}/end", headers=headers, timeout=10)
+        assert ended.status_code == 200, ended.text
+        wait_until(lambda: logged_outcome(http, first.url, headers, call) == "answered")
+        assert logged_caller(http, first.url, headers, call) == "Dana Whitfield"  # a demo prospect
+    finally:
+        status = first.interrupt()
+    # make itself dies of the SIGINT, as it does at a terminal; what it ran stopped cleanly.
+    assert status in (0, -signal.SIGINT), first.output()
+    assert "telnyx-flask: stopped" in first.output()
+    assert [pid for pid in started if alive(pid)] == []
+    assert processes_mentioning(str(checkout)) == []
+
+    second = MakeRun(checkout, port)  # the same data: no new demo agent, the call still there
+    try:
+        second.wait_for(r"ready: open", START_SECONDS)
+        assert "created the demo agent" not in second.output()
+        assert "sign in as demo@example.com" in second.output()
+        login = requests.post(
+            f"{second.url}/api/auth/login",
+            json={"email": "demo@example.com", "password": password},
+            timeout=10,
+        )
+        headers = {"Authorization": f"Bearer {login.json()['token']}"}
+        assert logged_outcome(requests, second.url, headers, call) == "answered"
+    finally:
+        assert second.interrupt() in (0, -signal.SIGINT), second.output()
+    assert "telnyx-flask: stopped" in second.output()
+    assert processes_mentioning(str(checkout)) == []
+
+
+def test_a_port_in_use_is_one_clear_line(tmp_path):
+    checkout = tmp_path / "telnyx-flask"
+    checkout.mkdir()
+    copy_checkout(checkout)
+    (checkout / ".venv").symlink_to(ROOT / ".venv")  # no install: the check comes first
+    with socket_listening() as port:
+        result = subprocess.run(
+            [str(ROOT / ".venv/bin/python"), "-m", "telnyx_flask.devserver"],
+            cwd=checkout,
+            env={**os.environ, "PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"port {port} is in use" in result.stdout
+    assert result.stdout.count("\n") == 1
+
+
+@contextlib.contextmanager
+def socket_listening():
+    """A loopback port something listens on."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server.getsockname()[1]
+
+
+def wait_until(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)  # polling the service's API for a state it reaches on its own
+
+
+def pending(http, url, headers) -> list[str]:
+    reply = http.get(f"{url}/api/telnyx/calls/pending", headers=headers, timeout=10)
+    return [call["call_control_id"] for call in reply.json()["calls"]]
+
+
+def logged_outcome(http, url, headers, call) -> str | None:
+    reply = http.get(f"{url}/api/calls/{call}", headers=headers, timeout=10)
+    return reply.json()["call"]["outcome"] if reply.status_code == 200 else None
+
+
+def logged_caller(http, url, headers, call) -> str | None:
+    reply = http.get(f"{url}/api/calls/{call}", headers=headers, timeout=10)
+    return reply.json()["call"]["caller_name"]
