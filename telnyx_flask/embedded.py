@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,11 @@ def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
 def start_postgres(data_dir: Path) -> Embedded:
     """PostgreSQL from pgserver with its data in `data_dir` (kept between runs)."""
     try:
-        import pgserver
+        with warnings.catch_warnings():
+            # Without XDG_RUNTIME_DIR (root, containers) platformdirs warns on import; pgserver
+            # then uses /tmp, which is fine.
+            warnings.simplefilter("ignore")
+            import pgserver
     except ImportError:
         raise EmbeddedUnavailable(
             "no DATABASE_URL and the pgserver package is not installed: "

@@ -207,7 +207,13 @@ def app(settings):
     """The application, against the test database, Redis prefix and fake Telnyx."""
     app = create_app(settings)
     yield app
+    close_app(app)
+
+
+def close_app(app) -> None:
+    """Stop what an app started: its follow-up pool, stream reader and connections."""
     app.extensions["followups"].shutdown()
+    app.extensions["push"].stop()
     app.extensions["database"].close()
     app.extensions["live"].client.close()
 

@@ -24,8 +24,7 @@ def proxied(settings, database_url):
     settings["REDIS_URL"] = through_proxy(conftest.TEST_REDIS_URL, proxies["redis"])
     app = create_app(settings)
     yield app, proxies
-    app.extensions["followups"].shutdown()
-    app.extensions["database"].close()
+    conftest.close_app(app)
     for proxy in proxies.values():
         proxy.close()
 

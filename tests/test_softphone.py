@@ -10,7 +10,7 @@ from werkzeug.wrappers import Request, Response
 from telnyx_flask import create_app
 from telnyx_flask.users import set_phone
 
-from .conftest import answered_call_events
+from .conftest import answered_call_events, close_app
 from .fake_telnyx import FAKE_JWT
 from .webhook_sink import ThreadedServer
 
@@ -29,9 +29,7 @@ def build_app(settings):
 
     yield build
     for app in built:
-        app.extensions["followups"].shutdown()
-        app.extensions["database"].close()
-        app.extensions["live"].client.close()
+        close_app(app)
 
 
 @pytest.fixture
