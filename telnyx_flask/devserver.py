@@ -13,12 +13,14 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg2
 import requests
+from werkzeug.security import generate_password_hash
 
 from .config import ConfigError, database_url_from, load_environment
 from .db import create_database_if_missing, upgrade
@@ -77,25 +79,32 @@ def _redis(env: dict[str, str], stack: ExitStack) -> str:
     return server.url
 
 
-def _seed_demo(database_url: str) -> None:
-    """A demo agent (password printed once, when created) and a few prospects."""
+def seed_demo(database_url: str) -> None:
+    """A demo agent (its password printed once) and a few prospects, in a database without any.
+
+    A database that already has agents or prospects (DATABASE_URL pointing at real data) gets
+    nothing added.
+    """
     with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM prospects")
         if cur.fetchone()[0] == 0:
             cur.executemany(
                 "INSERT INTO prospects (name, phone_number) VALUES (%s, %s)", DEMO_PROSPECTS
             )
-        cur.execute("SELECT 1 FROM users WHERE lower(email) = %s", (DEMO_EMAIL,))
-        exists = cur.fetchone() is not None
+        cur.execute(
+            "SELECT count(*), count(*) FILTER (WHERE lower(email) = %s) FROM users", (DEMO_EMAIL,)
+        )
+        agents, demo = cur.fetchone()
     conn.close()
-    if exists:
+    if demo:
         say(
             f"sign in as {DEMO_EMAIL} (its password was printed when it was created; "
             f"`flask --app telnyx_flask users set-password {DEMO_EMAIL}` sets a new one)"
         )
         return
-    from werkzeug.security import generate_password_hash
-
+    if agents:
+        say("sign in as one of the database's agents (`flask --app telnyx_flask users list`)")
+        return
     password = secrets.token_urlsafe(9)
     with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
         cur.execute(
@@ -150,9 +159,9 @@ def _stop_process(process: subprocess.Popen, timeout: float = 25) -> None:
             process.wait()
 
 
-def _wait_ready(url: str, process: subprocess.Popen) -> None:
+def _wait_ready(url: str, process: subprocess.Popen, stopping: threading.Event) -> None:
     deadline = time.monotonic() + READY_SECONDS
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopping.is_set():
         if process.poll() is not None:
             raise RunError("gunicorn exited at start: see its messages above")
         try:
@@ -160,8 +169,9 @@ def _wait_ready(url: str, process: subprocess.Popen) -> None:
                 return
         except requests.RequestException:
             pass
-        time.sleep(0.2)  # the port opens when a worker has booted; nothing to block on
-    raise RunError(f"the service did not become ready within {READY_SECONDS} s")
+        stopping.wait(0.2)  # the port opens when a worker has booted; nothing to block on
+    if not stopping.is_set():
+        raise RunError(f"the service did not become ready within {READY_SECONDS} s")
 
 
 def run() -> None:
@@ -179,14 +189,9 @@ def run() -> None:
     var = Path(env.get("VAR_DIR") or "var").resolve()
     var.mkdir(parents=True, exist_ok=True)
 
-    stopping = False
-
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda signum, frame: stopping.set())
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
     with ExitStack() as stack:
         service_env = {
             **env,
@@ -196,7 +201,7 @@ def run() -> None:
             "DATABASE_URL": _postgres(env, var, stack),
             "REDIS_URL": _redis(env, stack),
         }
-        _seed_demo(service_env["DATABASE_URL"])
+        seed_demo(service_env["DATABASE_URL"])
         if env.get("TELNYX_API_KEY", "").strip():
             say(
                 "TELNYX_API_KEY is set: talking to real Telnyx. Set your Call Control "
@@ -213,11 +218,12 @@ def run() -> None:
         )
         stack.callback(_stop_process, gunicorn)
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(url, gunicorn)
-        say(f"ready: open {url}/ in your browser (Ctrl-C stops everything)")
-        while not stopping and gunicorn.poll() is None:
-            time.sleep(0.2)  # signals set `stopping`; this loop only notices it
-        if not stopping:
+        _wait_ready(url, gunicorn, stopping)
+        if not stopping.is_set():
+            say(f"ready: open {url}/ in your browser (Ctrl-C stops everything)")
+        while not stopping.is_set() and gunicorn.poll() is None:
+            stopping.wait(0.2)  # Ctrl-C sets it; a gunicorn that dies is noticed here
+        if not stopping.is_set():
             raise RunError(f"gunicorn exited with status {gunicorn.returncode}")
         say("stopping")
     say("stopped")
