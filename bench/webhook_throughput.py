@@ -40,6 +40,7 @@ import redis
 from nacl.signing import SigningKey
 
 from telnyx_flask.db import throwaway_database
+from telnyx_flask.devserver import stop_process
 from telnyx_flask.keys import RedisKeys
 from telnyx_flask.signature import TOLERANCE_SECONDS, sign
 
@@ -199,14 +200,7 @@ def wait_ready(process: subprocess.Popen, port: int, timeout: float = 30.0) -> N
 
 def stop_gunicorn(process: subprocess.Popen, timeout: float = 30.0) -> int:
     """SIGTERM (graceful shutdown), wait for it to exit, and kill it if it does not."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
+    return stop_process(process, timeout)
 
 
 def notable_log_lines(log_path: Path, limit: int = 40) -> tuple[int, list[str]]:

@@ -134,7 +134,7 @@ def _simulator(port: int, stack: ExitStack, var: Path) -> dict[str, str]:
         env={k: v for k, v in os.environ.items() if not k.startswith("SIM_")},
         start_new_session=True,  # Ctrl-C comes to this process, which stops the children in order
     )
-    stack.callback(_stop_process, process)
+    stack.callback(stop_process, process)
     line = process.stdout.readline()
     if "Telnyx simulator on " not in line:
         raise RunError(f"the Telnyx simulator did not start: {line.strip() or 'no output'}")
@@ -149,7 +149,8 @@ def _simulator(port: int, stack: ExitStack, var: Path) -> dict[str, str]:
     }
 
 
-def _stop_process(process: subprocess.Popen, timeout: float = 25) -> None:
+def stop_process(process: subprocess.Popen, timeout: float = 25) -> int:
+    """SIGTERM (a graceful stop), wait for it, kill it if it does not stop; its exit status."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -157,6 +158,7 @@ def _stop_process(process: subprocess.Popen, timeout: float = 25) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    return process.returncode
 
 
 def _wait_ready(url: str, process: subprocess.Popen, stopping: threading.Event) -> None:
@@ -216,7 +218,7 @@ def run() -> None:
             env={**service_env, "DOTENV_PATH": "/nonexistent", "GUNICORN_GRACEFUL_TIMEOUT": "3"},
             start_new_session=True,
         )
-        stack.callback(_stop_process, gunicorn)
+        stack.callback(stop_process, gunicorn)
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url, gunicorn, stopping)
         if not stopping.is_set():

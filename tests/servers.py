@@ -145,6 +145,14 @@ class Simulator:
             f"{self.url}/sim/calls/{call_control_id}/hangup", timeout=5
         ).raise_for_status()
 
+    def refuse(self, action: str, status: int, detail: str) -> None:
+        """Telnyx answers the next `action` command with this error."""
+        self.http.post(
+            f"{self.url}/sim/refusals",
+            json={"action": action, "status": status, "detail": detail},
+            timeout=5,
+        ).raise_for_status()
+
     def wait_delivered(self, timeout: float = 20) -> None:
         """Block until every webhook queued so far has been delivered."""
         response = self.http.get(

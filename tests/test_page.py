@@ -295,11 +295,7 @@ def test_telnyx_refusing_shows_its_reason_and_keeps_the_card(sim, pages, make_ag
     page = signed_in(pages, make_agent("Alice", sip_username="alice"))
     call = sim.call()
     expect(page.card(call)).to_be_visible()
-    sim.http.post(
-        f"{sim.url}/sim/refusals",
-        json={"action": "answer", "status": 403, "detail": "the connection is suspended"},
-        timeout=5,
-    ).raise_for_status()
+    sim.refuse("answer", 403, "the connection is suspended")
 
     page.card(call).get_by_role("button", name="Answer call from +1 (312) 555-0147").click()
 
@@ -447,16 +443,13 @@ export class TelnyxRTC {
 """
 
 
-def with_credential(app, agent, credential_id: str) -> None:
+def browser_phone_page(pages, make_agent, app) -> AgentPage:
+    """Alice with a telephony credential, signed in on a page whose WebRTC SDK is the stand-in."""
     from telnyx_flask.users import set_phone
 
-    with app.app_context():
-        set_phone(agent.email, None, credential_id)
-
-
-def test_in_browser_audio_answers_the_transferred_leg_and_hangs_up(sim, pages, make_agent, app):
     alice = make_agent("Alice", sip_username="gencredalice")
-    with_credential(app, alice, "cred-alice")
+    with app.app_context():
+        set_phone(alice.email, None, "cred-alice")
     page = pages()
     page.page.route(
         "**/vendor/telnyx-webrtc.mjs",
@@ -464,6 +457,11 @@ def test_in_browser_audio_answers_the_transferred_leg_and_hangs_up(sim, pages, m
     )
     page.sign_in(alice.email, PASSWORD)
     page.signed_in_as("Alice")
+    return page
+
+
+def test_in_browser_audio_answers_the_transferred_leg_and_hangs_up(sim, pages, make_agent, app):
+    page = browser_phone_page(pages, make_agent, app)
     expect(page.page.locator("#routing")).to_have_text(
         "Calls you answer play in this browser. In-browser phone: ready."
     )
@@ -485,14 +483,7 @@ def test_in_browser_audio_answers_the_transferred_leg_and_hangs_up(sim, pages, m
 
 
 def test_an_incoming_browser_leg_without_a_taken_call_is_left_alone(sim, pages, make_agent, app):
-    alice = make_agent("Alice", sip_username="gencredalice")
-    with_credential(app, alice, "cred-alice")
-    page = pages()
-    page.page.route(
-        "**/vendor/telnyx-webrtc.mjs",
-        lambda route: route.fulfill(body=FAKE_WEBRTC_SDK, content_type="text/javascript"),
-    )
-    page.sign_in(alice.email, PASSWORD)
+    page = browser_phone_page(pages, make_agent, app)
     expect(page.page.locator("#routing")).to_contain_text("In-browser phone: ready")
     page.page.evaluate("window.__rtc.ring()")
     assert page.page.evaluate("window.__rtcCall.answered") is False
@@ -516,11 +507,7 @@ def test_a_refused_transfer_keeps_the_answered_caller_with_the_agent_to_retry(
     page = signed_in(pages, make_agent("Alice", sip_username="alice"))
     call = sim.call()
     expect(page.card(call)).to_be_visible()
-    sim.http.post(
-        f"{sim.url}/sim/refusals",
-        json={"action": "transfer", "status": 422, "detail": "SIP URI calling is disabled"},
-        timeout=5,
-    ).raise_for_status()
+    sim.refuse("transfer", 422, "SIP URI calling is disabled")
 
     page.card(call).get_by_role("button", name="Answer call from +1 (312) 555-0147").click()
 
