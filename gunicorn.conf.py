@@ -3,6 +3,7 @@
 import glob
 import multiprocessing
 import os
+import shutil
 import tempfile
 
 port = os.environ.get("PORT") or os.environ.get("API_PORT") or "3000"
@@ -24,7 +25,8 @@ control_socket_disable = True
 # /metrics adds up every worker's values: prometheus-client's multiprocess mode keeps them in
 # files here. Set before any worker imports the app; emptied at each start (stale files from a
 # previous run would be added in).
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="telnyx-flask-metrics-")
 
 
@@ -34,6 +36,12 @@ def on_starting(server):
     os.makedirs(folder, exist_ok=True)
     for path in glob.glob(os.path.join(folder, "*.db")):
         os.remove(path)
+
+
+def on_exit(server):
+    """Remove the metrics folder made for this run (one that was set is left alone)."""
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def child_exit(server, worker):
