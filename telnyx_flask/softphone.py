@@ -10,7 +10,7 @@ import requests
 from flask import Blueprint, Response, current_app, jsonify, send_file, url_for
 
 from .auth import Agent, agent_required, current_agent
-from .calls import CallNotFound, TelnyxRefused, require_telnyx, sip_uri_for
+from .calls import TelnyxRefused, require_telnyx, sip_uri_for
 from .db import get_db
 from .errors import ApiError
 from .prospects import to_e164
@@ -111,7 +111,11 @@ def webrtc_sdk() -> Response:
     """The pinned @telnyx/webrtc bundle from node_modules, never a CDN."""
     path = current_app.config["WEBRTC_SDK_PATH"]
     if not path.is_file():
-        raise CallNotFound("the Telnyx WebRTC SDK is not installed (run `npm ci`)")
+        raise ApiError(
+            "the Telnyx WebRTC SDK is not installed (run `npm ci`)",
+            status=404,
+            code="not_installed",
+        )
     return send_file(path, mimetype="text/javascript", max_age=3600)
 
 

@@ -116,7 +116,8 @@ def test_webrtc_off_by_setting_or_without_the_sdk(build_app, make_agent, tmp_pat
     agent = _agent_with_credential(app, make_agent)
     body = app.test_client().get("/api/softphone/config", headers=agent.headers).json
     assert "not installed" in body["webrtc"]["reason"]
-    assert app.test_client().get("/vendor/telnyx-webrtc.mjs").status_code == 404
+    missing = app.test_client().get("/vendor/telnyx-webrtc.mjs")
+    assert (missing.status_code, missing.json["error"]["code"]) == (404, "not_installed")
 
     app = build_app(WEBRTC_ENABLED="false")
     body = app.test_client().get("/api/softphone/config", headers=agent.headers).json
