@@ -20,7 +20,6 @@ import math
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from nacl.signing import SigningKey
 
 from telnyx_flask.db import throwaway_database
 from telnyx_flask.devserver import stop_process
+from telnyx_flask.embedded import free_port
 from telnyx_flask.keys import RedisKeys
 from telnyx_flask.signature import TOLERANCE_SECONDS, sign
 
@@ -122,13 +122,6 @@ def query_one(url: str, sql: str, params: tuple = ()) -> Any:
 
 
 # --- gunicorn ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A loopback port nobody is listening on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def gunicorn_env(

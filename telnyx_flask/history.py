@@ -330,13 +330,18 @@ def list_calls():
     return jsonify({"success": True, "calls": calls, "next_cursor": next_cursor})
 
 
-@bp.get("/api/calls/<path:call_id>")
-@agent_required
-def get_call(call_id: str):
-    """One call, by its id or its call_control_id."""
+def call_by_id(call_id: str) -> dict[str, Any]:
+    """A call from a URL's id (call_logs id or call_control_id); CallNotFound if none."""
     call = None
     if len(call_id) <= MAX_CALL_ID_LENGTH and call_id.isprintable():
         call = find_call(call_id)
     if call is None:
         raise CallNotFound("no call with that id or call_control_id")
-    return jsonify({"success": True, "call": call})
+    return call
+
+
+@bp.get("/api/calls/<path:call_id>")
+@agent_required
+def get_call(call_id: str):
+    """One call, by its id or its call_control_id."""
+    return jsonify({"success": True, "call": call_by_id(call_id)})

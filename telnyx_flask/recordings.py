@@ -13,7 +13,7 @@ from flask import Blueprint, Response, request
 
 from .auth import agent_required
 from .errors import ApiError
-from .history import MAX_CALL_ID_LENGTH, CallNotFound, find_call
+from .history import CallNotFound, call_by_id
 
 bp = Blueprint("recordings", __name__)
 
@@ -33,11 +33,7 @@ class RecordingUnavailable(ApiError):
 @agent_required
 def recording(call_id: str) -> Response:
     """The recording's audio; Range requests pass through so the player can seek."""
-    call = None
-    if len(call_id) <= MAX_CALL_ID_LENGTH and call_id.isprintable():
-        call = find_call(call_id)
-    if call is None:
-        raise CallNotFound("no call with that id or call_control_id")
+    call = call_by_id(call_id)
     if not call["recording_url"]:
         raise CallNotFound("this call has no recording", code="no_recording")
     headers = {"Range": request.headers["Range"]} if "Range" in request.headers else {}

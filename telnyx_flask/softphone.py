@@ -13,6 +13,7 @@ from .auth import Agent, agent_required, current_agent
 from .calls import TelnyxRefused, require_telnyx, sip_uri_for
 from .db import get_db
 from .errors import ApiError
+from .history import MAX_PHONE_LENGTH
 from .prospects import to_e164
 from .request_body import json_object
 from .telnyx_api import TelnyxError
@@ -38,7 +39,6 @@ WEBRTC_TOKEN_SECONDS = 24 * 3600
 DEFAULT_SIMULATED_FROM = "+13125550147"
 DEFAULT_SIMULATED_TO = "+14155550123"
 SIMULATOR_TIMEOUT_SECONDS = 5
-MAX_PHONE_LENGTH = 32
 
 
 class NotConfigured(ApiError):

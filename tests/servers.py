@@ -6,7 +6,6 @@ import base64
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,16 +16,11 @@ from pathlib import Path
 import requests
 from nacl.signing import SigningKey
 
+from telnyx_flask.embedded import free_port
+
 from .conftest import app_settings
 
 ROOT = Path(__file__).parent.parent
-
-
-def free_port() -> int:
-    """A loopback port nobody is listening on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Gunicorn:

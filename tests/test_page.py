@@ -77,8 +77,8 @@ def add_prospect(database_url: str, name: str, phone_number: str) -> None:
     conn.close()
 
 
-def signed_in(pages, agent) -> AgentPage:
-    page = pages()
+def signed_in(pages, agent, url: str | None = None) -> AgentPage:
+    page = pages(url)
     page.sign_in(agent.email, PASSWORD)
     page.signed_in_as(agent.name)
     return page
@@ -197,9 +197,7 @@ def test_the_page_resumes_after_a_server_restart_without_losing_events(
     sim, pages, make_agent, page_servers
 ):
     """Calls that start while the page's server is down ring once it is back."""
-    page = pages(page_servers[0].url)
-    page.sign_in(make_agent("Alice", sip_username="alice").email, PASSWORD)
-    page.signed_in_as("Alice")
+    page = signed_in(pages, make_agent("Alice", sip_username="alice"), page_servers[0].url)
     before = sim.call(from_="+13125550101")
     expect(page.card(before)).to_be_visible()
 
@@ -222,9 +220,7 @@ def test_the_page_resumes_after_a_server_restart_without_losing_events(
 def test_a_page_whose_resume_point_is_gone_rebuilds_from_the_snapshot(
     sim, pages, make_agent, page_servers, redis_client, redis_prefix
 ):
-    page = pages(page_servers[0].url)
-    page.sign_in(make_agent("Alice", sip_username="alice").email, PASSWORD)
-    page.signed_in_as("Alice")
+    page = signed_in(pages, make_agent("Alice", sip_username="alice"), page_servers[0].url)
     before = sim.call(from_="+13125550101")
     expect(page.card(before)).to_be_visible()
 

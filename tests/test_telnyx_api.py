@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import pickle
-import socket
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import requests
 
+from telnyx_flask.embedded import free_port
 from telnyx_flask.telnyx_api import (
     CALL_ALREADY_ENDED,
     CALL_NOT_ANSWERED,
@@ -64,12 +64,6 @@ def sleeps(client: TelnyxClient) -> list[float]:
     delays: list[float] = []
     client._sleep = delays.append
     return delays
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- what each command sends -------------------------------------------------------------------
