@@ -236,3 +236,17 @@ def logged_call(http, url, headers, call) -> dict | None:
 def logged_outcome(http, url, headers, call) -> str | None:
     logged = logged_call(http, url, headers, call)
     return logged["outcome"] if logged else None
+
+
+def test_demo_data_goes_only_into_an_empty_database(database_url, make_agent, db_rows, capsys):
+    from telnyx_flask.devserver import DEMO_EMAIL, seed_demo
+
+    make_agent("Alice")  # a database with real agents, as DATABASE_URL might name
+    seed_demo(database_url)
+    assert db_rows("SELECT count(*) AS n FROM users WHERE email = %s", (DEMO_EMAIL,)) == [{"n": 0}]
+    assert "sign in as one of the database's agents" in capsys.readouterr().out
+    # Prospects were empty, so the demo ones went in; a second run adds none.
+    first = db_rows("SELECT count(*) AS n FROM prospects")[0]["n"]
+    seed_demo(database_url)
+    assert first > 0
+    assert db_rows("SELECT count(*) AS n FROM prospects") == [{"n": first}]
