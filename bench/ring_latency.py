@@ -1430,7 +1430,7 @@ def bench_env(args, database_url: str, prefix: str, public_key: str, port: int) 
     env.update(
         SECRET_KEY=secrets.token_urlsafe(32),
         # Nobody answers: no sweep must reject the calls while they ring.
-        RING_TIMEOUT_SWEEP="false",
+        BACKGROUND_TASKS="false",
         RING_TIMEOUT_SECONDS="600",
         RECORD_CALLS="false",
         # gevent's per-worker connection cap: streams all land on some worker, maybe unevenly.

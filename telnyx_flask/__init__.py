@@ -53,19 +53,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from . import (
         agent_api,
         auth,
+        background,
         db,
         errors,
-        followups,
         history,
         live,
         metrics,
         openapi,
         ops,
+        outbox,
         prospects,
         push,
         recordings,
-        ring_timeout,
         softphone,
+        telnyx_api,
         users,
         webhooks,
     )
@@ -78,8 +79,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     live.init_app(app, app.config.get("REDIS_CLIENT"))
-    followups.init_app(app)
-    ring_timeout.init_app(app)
+    telnyx_api.init_app(app)
+    outbox.init_app(app)
+    background.init_app(app)
     push.init_app(app)
     errors.init_app(app)
     logs.init_app(app)

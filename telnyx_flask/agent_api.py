@@ -64,6 +64,7 @@ def answer(call_control_id: str):
         agent,
         _call_control_id(call_control_id),
         sip_uri,
+        config["TELNYX_ACTION_DEADLINE_SECONDS"],
     )
     return jsonify({"success": True, **result})
 
@@ -82,6 +83,7 @@ def decline(call_control_id: str):
         current_agent(),
         _call_control_id(call_control_id),
         cause,
+        current_app.config["TELNYX_ACTION_DEADLINE_SECONDS"],
     )
     return jsonify({"success": True, **result})
 
@@ -91,9 +93,11 @@ def decline(call_control_id: str):
 def end(call_control_id: str):
     """Hang up a call the agent took; already ended is a 200 with already_ended: true."""
     result = end_call(
+        get_db(),
         get_live(),
         current_app.extensions["telnyx"],
         current_agent(),
         _call_control_id(call_control_id),
+        current_app.config["TELNYX_ACTION_DEADLINE_SECONDS"],
     )
     return jsonify({"success": True, **result})

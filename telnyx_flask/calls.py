@@ -8,11 +8,13 @@ from typing import Any
 
 from . import metrics
 from .auth import Agent
+from .circuit_breaker import TelnyxUnavailable
 from .db import Database
 from .errors import ApiError
-from .events import ANNOUNCED_ANSWERED, ANSWERED, ANSWERING, ENDED, RINGING, WebhookEvent
-from .followups import FollowUps
+from .events import ANSWERED, ANSWERING, ENDED, RINGING, WebhookEvent
 from .live import Claim, LiveState
+from .outbox import Outbox
+from .reconcile import GONE_CAUSE, end_gone_call
 from .records import record_agent_action, record_event
 from .telnyx_api import REJECT_CAUSES, TelnyxClient, TelnyxError
 
@@ -77,6 +79,23 @@ class TelnyxRefused(ApiError):
         return details
 
 
+class TelnyxTimeout(ApiError):
+    """Telnyx did not answer in time; it may have acted, so the agent keeps the call."""
+
+    status = 504
+    code = "telnyx_timeout"
+
+    def __init__(self, error: TelnyxError, *, caller_waiting: bool = False):
+        super().__init__(
+            f"Telnyx did not answer {error.action} in time; the call is still yours: "
+            "press the button again (a retry is safe), or hang up"
+        )
+        self.caller_waiting = caller_waiting
+
+    def details(self) -> dict[str, Any]:
+        return {"caller_waiting": True} if self.caller_waiting else {}
+
+
 class TelnyxNotConfigured(ApiError):
     """TELNYX_API_KEY is not set, so no command can be sent."""
 
@@ -93,23 +112,29 @@ class AppliedEvent:
 
 
 def apply_event(
-    db: Database, live: LiveState, followups: FollowUps, event: WebhookEvent, body: bytes
+    db: Database,
+    live: LiveState,
+    outbox: Outbox,
+    event: WebhookEvent,
+    body: bytes,
+    record_calls: bool,
 ) -> AppliedEvent:
-    """Make an event durable in PostgreSQL, then live in Redis, then issue what follows.
+    """Make an event durable in PostgreSQL, then live in Redis, then wake what it owes Telnyx.
 
-    PostgreSQL goes first so that nothing is announced that is not durable. A duplicate still
-    reaches Redis: when an earlier attempt committed but Redis failed, this is the retry that
-    finishes the job, and Redis's version check makes a true repeat a no-op.
+    PostgreSQL goes first so that nothing is announced that is not durable; a command the
+    event owes (record_start) is written in that same transaction (invariant 9). A duplicate
+    still reaches Redis: when an earlier attempt committed but Redis failed, this is the retry
+    that finishes the job, and Redis's version check makes a true repeat a no-op.
     """
-    recorded = record_event(db, event, body)
+    recorded = record_event(db, event, body, record_calls=record_calls)
+    if recorded.owed:
+        outbox.nudge()
     if event.effect is None:
         return AppliedEvent("duplicate" if recorded.duplicate else "ignored")
     call = recorded.call
     announced: list[str] = []
     if call is not None and call.get("call_control_id"):
         announced = live.apply_call_state(call)
-        if ANNOUNCED_ANSWERED in announced and call["status"] == ANSWERED:
-            followups.call_answered(call["call_control_id"])
     return AppliedEvent("duplicate" if recorded.duplicate else "applied", tuple(announced))
 
 
@@ -181,6 +206,25 @@ def sip_uri_for(agent: Agent, sip_domain: str, fallback_username: str | None) ->
     return f"sip:{username}@{sip_domain}"
 
 
+def _hold(live: LiveState, call_control_id: str, agent: Agent, action: str) -> None:
+    """Renew the agent's claim before the next command, or stop: someone else has the call."""
+    claim = live.hold_claim(call_control_id, agent.id, agent.name, action, now_ms())
+    if claim.result == "held":
+        return
+    if claim.result in ("missing", "ended"):
+        raise CallNotFound("the call has ended")
+    raise CallTaken(
+        f"the call was taken by {claim.claimed_by_name or 'someone else'}",
+        {"id": claim.claimed_by_id, "name": claim.claimed_by_name},
+    )
+
+
+def _check_breaker(telnyx: TelnyxClient) -> None:
+    """Fail at once, before claiming anything, while Telnyx is known to be down."""
+    if telnyx.breaker is not None:
+        telnyx.breaker.allow()
+
+
 def answer_call(
     db: Database,
     live: LiveState,
@@ -188,30 +232,45 @@ def answer_call(
     agent: Agent,
     call_control_id: str,
     sip_uri: str,
+    deadline_seconds: float,
 ) -> dict[str, Any]:
     """Take a ringing call for `agent`: claim it, answer the caller, transfer to the agent.
 
-    If Telnyx refuses the answer, the claim is released and the call rings again. If it refuses
-    the transfer, the caller is already answered: the agent keeps the call (502 says so) and may
-    press Answer again to retry the transfer, or hang up.
+    Both commands fit in `deadline_seconds`. If Telnyx refuses the answer, the claim is released
+    and the call rings again. If it refuses the transfer, the caller is already answered: the
+    agent keeps the call (502 says so) and may press Answer again to retry the transfer, or hang
+    up. If Telnyx does not answer in time it may still act, so the agent keeps the claim (504)
+    and a retry sends the same command_ids. A 90018 means the caller is gone: the call ends.
     """
     telnyx = require_telnyx(telnyx)
+    deadline = time.monotonic() + deadline_seconds
+    _check_breaker(telnyx)
     held = _take(live, call_control_id, agent, "answer")
     if held != ANSWERED:
         try:
             # Telnyx requires an incoming call to be answered before it can be transferred.
-            telnyx.answer(call_control_id)
+            telnyx.answer(call_control_id, deadline=deadline)
+        except TelnyxUnavailable:
+            live.release_call(call_control_id, agent.id, "telnyx unavailable")
+            raise
         except TelnyxError as error:
-            live.release_call(call_control_id, agent.id, "answer failed")
             if error.call_already_ended:
+                end_gone_call(db, live, call_control_id, cause=GONE_CAUSE, source="caller")
                 raise CallNotFound("the caller hung up before the call was answered") from error
+            if error.outcome_unknown:
+                raise TelnyxTimeout(error) from error
+            live.release_call(call_control_id, agent.id, "answer failed")
             raise TelnyxRefused(error) from error
+    # The fence: the claim must still be this agent's before the caller is put through.
+    _hold(live, call_control_id, agent, "answer")
     try:
-        telnyx.transfer(call_control_id, sip_uri)
+        telnyx.transfer(call_control_id, sip_uri, deadline=deadline)
     except TelnyxError as error:
         if error.call_already_ended:
-            live.release_call(call_control_id, agent.id, "transfer failed")
+            end_gone_call(db, live, call_control_id, cause=GONE_CAUSE, source="caller")
             raise CallNotFound("the caller hung up before the call was put through") from error
+        if error.outcome_unknown:
+            raise TelnyxTimeout(error, caller_waiting=True) from error
         raise TelnyxRefused(error, caller_waiting=True) from error
     name_agent_on_record(db, live, call_control_id, "answer", agent)
     return {"call_control_id": call_control_id, "transferred_to": sip_uri, "agent": agent.public()}
@@ -224,25 +283,39 @@ def decline_call(
     agent: Agent,
     call_control_id: str,
     cause: str,
+    deadline_seconds: float,
 ) -> dict[str, Any]:
     """Reject a ringing call on the agent's behalf (outcome: declined)."""
     if cause not in REJECT_CAUSES:
         raise ApiError(f"cause must be one of {', '.join(REJECT_CAUSES)}", code="invalid_cause")
     telnyx = require_telnyx(telnyx)
+    deadline = time.monotonic() + deadline_seconds
+    _check_breaker(telnyx)
     _take(live, call_control_id, agent, "decline")
     try:
-        telnyx.reject(call_control_id, cause)
+        telnyx.reject(call_control_id, cause, deadline=deadline)
+    except TelnyxUnavailable:
+        live.release_call(call_control_id, agent.id, "telnyx unavailable")
+        raise
     except TelnyxError as error:
-        live.release_call(call_control_id, agent.id, "reject failed")
         if error.call_already_ended:
+            end_gone_call(db, live, call_control_id, cause=GONE_CAUSE, source="caller")
             raise CallNotFound("the caller hung up before the call was declined") from error
+        if error.outcome_unknown:
+            raise TelnyxTimeout(error) from error
+        live.release_call(call_control_id, agent.id, "reject failed")
         raise TelnyxRefused(error) from error
     name_agent_on_record(db, live, call_control_id, "decline", agent)
     return {"call_control_id": call_control_id, "cause": cause}
 
 
 def end_call(
-    live: LiveState, telnyx: TelnyxClient | None, agent: Agent, call_control_id: str
+    db: Database,
+    live: LiveState,
+    telnyx: TelnyxClient | None,
+    agent: Agent,
+    call_control_id: str,
+    deadline_seconds: float,
 ) -> dict[str, Any]:
     """Hang up a call the agent took; a call that already ended is not an error."""
     telnyx = require_telnyx(telnyx)
@@ -257,9 +330,12 @@ def end_call(
     if claimer is not None and claimer["id"] != agent.id:
         raise NotYourCall(f"the call is {claimer['name'] or 'another agent'}'s")
     try:
-        telnyx.hangup(call_control_id)
+        telnyx.hangup(call_control_id, deadline=time.monotonic() + deadline_seconds)
     except TelnyxError as error:
         if error.call_already_ended:
+            end_gone_call(db, live, call_control_id, cause=GONE_CAUSE)
             return {"call_control_id": call_control_id, "already_ended": True}
+        if error.outcome_unknown:
+            raise TelnyxTimeout(error) from error
         raise TelnyxRefused(error) from error
     return {"call_control_id": call_control_id, "already_ended": False}

@@ -71,6 +71,21 @@ def _integer(env: Mapping[str, str], name: str, default: int, minimum: int, maxi
     return number
 
 
+def _number(
+    env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float
+) -> float:
+    value = _text(env, name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if not minimum <= number <= maximum:
+        raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g}, got {number:g}")
+    return number
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = (_text(env, name) or default).upper()
     if value not in choices:
@@ -159,6 +174,16 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
             raise ConfigError("SECRET_KEY is required")
         secret_key = "development-only-secret-key"
 
+    ring_timeout = _integer(env, "RING_TIMEOUT_SECONDS", 30, 5, 600)
+    claim_lease = _integer(env, "CLAIM_LEASE_SECONDS", 60, 5, 3600)
+    action_deadline = _number(env, "TELNYX_ACTION_DEADLINE_SECONDS", 8.0, 1.0, 60.0)
+    if action_deadline >= claim_lease:
+        # A claim must outlive the agent's request that holds it (invariant 11).
+        raise ConfigError(
+            f"TELNYX_ACTION_DEADLINE_SECONDS ({action_deadline:g}) must be shorter than "
+            f"CLAIM_LEASE_SECONDS ({claim_lease})"
+        )
+
     return {
         "APP_ENV": app_env,
         "SECRET_KEY": secret_key,
@@ -187,8 +212,26 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
         "WEBRTC_ENABLED": _boolean(env, "WEBRTC_ENABLED", True),
         "WEBRTC_SDK_PATH": Path(_text(env, "WEBRTC_SDK_PATH", str(DEFAULT_WEBRTC_SDK_PATH))),
         "RECORD_CALLS": _boolean(env, "RECORD_CALLS", True),
-        "RING_TIMEOUT_SECONDS": _integer(env, "RING_TIMEOUT_SECONDS", 30, 5, 600),
-        "RING_TIMEOUT_SWEEP": _boolean(env, "RING_TIMEOUT_SWEEP", True),
+        "RING_TIMEOUT_SECONDS": ring_timeout,
+        "BACKGROUND_TASKS": _boolean(env, "BACKGROUND_TASKS", True),
+        "CLAIM_LEASE_SECONDS": claim_lease,
+        "TELNYX_ACTION_DEADLINE_SECONDS": action_deadline,
+        "TELNYX_BREAKER_FAILURES": _integer(env, "TELNYX_BREAKER_FAILURES", 5, 1, 1000),
+        "TELNYX_BREAKER_COOLDOWN_SECONDS": _number(
+            env, "TELNYX_BREAKER_COOLDOWN_SECONDS", 30.0, 0.1, 3600.0
+        ),
+        "OUTBOX_BACKOFF_SECONDS": _number(env, "OUTBOX_BACKOFF_SECONDS", 1.0, 0.01, 3600.0),
+        "OUTBOX_MAX_BACKOFF_SECONDS": _number(
+            env, "OUTBOX_MAX_BACKOFF_SECONDS", 300.0, 0.01, 86400.0
+        ),
+        "OUTBOX_LEASE_SECONDS": _number(env, "OUTBOX_LEASE_SECONDS", 30.0, 1.0, 3600.0),
+        "SILENT_RINGING_CALL_SECONDS": _integer(
+            env, "SILENT_RINGING_CALL_SECONDS", ring_timeout + 120, 10, 86400
+        ),
+        "SILENT_ANSWERED_CALL_SECONDS": _integer(
+            env, "SILENT_ANSWERED_CALL_SECONDS", 4 * 3600, 10, 7 * 86400
+        ),
+        "SILENT_CALL_CHECK_SECONDS": _number(env, "SILENT_CALL_CHECK_SECONDS", 30.0, 0.1, 3600.0),
         "SSE_HEARTBEAT_SECONDS": _integer(env, "SSE_HEARTBEAT_SECONDS", 15, 1, 300),
         "SSE_LIFETIME_SECONDS": _integer(env, "SSE_LIFETIME_SECONDS", 3600, 5, 86400),
         "SSE_QUEUE_SIZE": _integer(env, "SSE_QUEUE_SIZE", 256, 8, 100_000),

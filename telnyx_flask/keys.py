@@ -46,3 +46,18 @@ class RedisKeys:
     def active(self) -> str:
         """Sorted set of calls not yet ended (ringing, being taken, connected), by arrival (ms)."""
         return f"{self.prefix}calls:active"
+
+    @property
+    def generation(self) -> str:
+        """Marks live state built from PostgreSQL; its absence means Redis lost its data."""
+        return f"{self.prefix}live:generation"
+
+    @property
+    def rebuild_lock(self) -> str:
+        """Held (with a TTL) by the one process rebuilding live state from PostgreSQL."""
+        return f"{self.prefix}live:rebuild-lock"
+
+    @property
+    def telnyx_breaker(self) -> str:
+        """Hash of the circuit breaker around the Telnyx API, shared by every worker; TTL-bound."""
+        return f"{self.prefix}telnyx:breaker"

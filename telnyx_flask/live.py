@@ -55,9 +55,22 @@ class LiveState:
         self._claim = client.register_script(_script("claim_call.lua"))
         self._release = client.register_script(_script("release_call.lua"))
         self._snapshot = client.register_script(_script("snapshot.lua"))
+        self._hold = client.register_script(_script("hold_claim.lua"))
+        self._finish_rebuild = client.register_script(_script("finish_rebuild.lua"))
 
-    def apply_call_state(self, call: dict[str, Any]) -> list[str]:
-        """Merge a call's durable state into Redis; return the events it announced."""
+    def apply_call_state(
+        self,
+        call: dict[str, Any],
+        *,
+        arrived_ms: int | None = None,
+        claimed_by: tuple[str, str] | None = None,
+        quiet: bool = False,
+    ) -> list[str]:
+        """Merge a call's durable state into Redis; return the events it announced.
+
+        Restoring from PostgreSQL passes when the call first arrived (`arrived_ms`, so its ring
+        timeout still counts from then), who took it, and `quiet` (pages get a reset instead).
+        """
         fields = live_fields(call)
         summary = call_summary(fields)
         ended = {
@@ -72,8 +85,10 @@ class LiveState:
         }
         # The ring timeout runs on this server's clock from when the call reached it: clock skew
         # or a late delivery must never reject a call before an agent could see it ring.
-        score = int(time.time() * 1000)
+        score = int(time.time() * 1000) if arrived_ms is None else arrived_ms
         stored = {name: value for name, value in fields.items() if name != "status"}
+        if claimed_by is not None:
+            stored["claimed_by_id"], stored["claimed_by_name"] = claimed_by
         try:
             announced = self._apply(
                 keys=[
@@ -96,6 +111,7 @@ class LiveState:
                     self.stream_maxlen,
                     ACTIVE_CALL_TTL_SECONDS,
                     ENDED_CALL_TTL_SECONDS,
+                    "1" if quiet else "0",
                 ],
             )
         except REDIS_ERRORS as exc:
@@ -132,7 +148,15 @@ class LiveState:
         try:
             reply = self._claim(
                 keys=self._claim_keys(call_control_id),
-                args=[agent_id, agent_name, action, now_ms, json.dumps(data), self.stream_maxlen],
+                args=[
+                    agent_id,
+                    agent_name,
+                    action,
+                    now_ms,
+                    json.dumps(data),
+                    self.stream_maxlen,
+                    call_control_id,
+                ],
             )
         except REDIS_ERRORS as exc:
             raise StorageUnavailable("redis", str(exc)) from exc
@@ -141,6 +165,38 @@ class LiveState:
             return Claim("taken", reply[1], reply[2] or None, reply[3] or None, reply[4] or None)
         if reply[0] == "claimed" and len(reply) > 1 and reply[1]:
             return Claim("claimed", ringing_since_ms=int(reply[1]))
+        return Claim(reply[0])
+
+    def hold_claim(
+        self, call_control_id: str, agent_id: str, agent_name: str, action: str, now_ms: int
+    ) -> Claim:
+        """Renew an agent's claim before the next Telnyx command (or take it back after a
+        rebuild); "held", or why not: "taken" (with by whom), "ended" or "missing"."""
+        data = {
+            "call_control_id": call_control_id,
+            "agent": {"id": agent_id, "name": agent_name},
+            "action": action,
+        }
+        try:
+            reply = self._hold(
+                keys=self._claim_keys(call_control_id),
+                args=[
+                    agent_id,
+                    agent_name,
+                    action,
+                    now_ms,
+                    json.dumps(data),
+                    self.stream_maxlen,
+                    call_control_id,
+                ],
+            )
+        except REDIS_ERRORS as exc:
+            raise StorageUnavailable("redis", str(exc)) from exc
+        reply = [_text(item) for item in reply]
+        if reply[0] == "taken":
+            return Claim("taken", reply[1], reply[2] or None, reply[3] or None, reply[4] or None)
+        if reply[0] == "held":
+            return Claim("held", reply[1])
         return Claim(reply[0])
 
     def release_call(self, call_control_id: str, agent_id: str, reason: str) -> bool:
@@ -245,6 +301,36 @@ class LiveState:
     def ping(self) -> bool:
         """True when Redis answers."""
         return bool(self.client.ping())
+
+    def has_generation(self) -> bool:
+        """False when the marker is gone: Redis lost its data and must be rebuilt."""
+        try:
+            return bool(self.client.exists(self.keys.generation))
+        except REDIS_ERRORS as exc:
+            raise StorageUnavailable("redis", str(exc)) from exc
+
+    def lock_rebuild(self, token: str, ttl_ms: int) -> bool:
+        """Take the rebuild lock (one rebuilder at a time, everywhere); False if held."""
+        try:
+            return bool(self.client.set(self.keys.rebuild_lock, token, nx=True, px=ttl_ms))
+        except REDIS_ERRORS as exc:
+            raise StorageUnavailable("redis", str(exc)) from exc
+
+    def finish_rebuild(self, token: str, generation: str, reason: str) -> None:
+        """Mark the new generation, announce `reset` to every page, release the lock."""
+        try:
+            self._finish_rebuild(
+                keys=[self.keys.generation, self.keys.events, self.keys.rebuild_lock],
+                args=[generation, json.dumps({"reason": reason}), self.stream_maxlen, token],
+            )
+        except REDIS_ERRORS as exc:
+            raise StorageUnavailable("redis", str(exc)) from exc
+
+    def eviction_policy(self) -> str | None:
+        """Redis's maxmemory-policy (from INFO, which managed services allow), None if unknown."""
+        info = self.client.info("memory")
+        policy = info.get("maxmemory_policy")
+        return _text(policy) if policy is not None else None
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,12 @@ tests) the default in-process registry is used.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+from collections.abc import Callable, Iterator
 
-from flask import Blueprint, Response
+from flask import Blueprint, Flask, Response, current_app
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -21,6 +23,10 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("metrics", __name__)
 
@@ -65,6 +71,47 @@ STORAGE_ERRORS = Counter(
     "Requests answered 503 because PostgreSQL or Redis was unavailable",
     ["store"],
 )
+TELNYX_BREAKER_TRANSITIONS = Counter(
+    "telnyx_flask_telnyx_circuit_transitions_total",
+    "Times the circuit breaker around the Telnyx API opened or closed (counted once, by the "
+    "worker that moved it)",
+    ["to"],
+)
+OUTBOX_COMMANDS = Counter(
+    "telnyx_flask_outbox_commands_total",
+    "Owed Telnyx commands finished or retried, by action and outcome: sent, moot (the call "
+    "was over), refused (a 4xx for good), retry",
+    ["action", "outcome"],
+)
+
+# Scrape-time gauges: facts shared by every worker (read from PostgreSQL or Redis when scraped,
+# so they are counted once, not once per worker). Each source yields (name, help, labels, value).
+GaugeSource = Callable[[], Iterator[tuple[str, str, dict[str, str], float]]]
+
+
+def add_scrape_gauges(app: Flask, source: GaugeSource) -> None:
+    """Register a source of gauges read at each scrape."""
+    app.extensions.setdefault("scrape_gauges", []).append(source)
+
+
+class _ScrapeGauges(Collector):
+    def __init__(self, sources: list[GaugeSource]):
+        self.sources = sources
+
+    def collect(self):
+        families: dict[str, GaugeMetricFamily] = {}
+        for source in self.sources:
+            try:
+                readings = list(source())
+            except Exception as exc:  # a store that is down must not break the whole scrape
+                log.warning("metrics: a gauge source failed: %s", exc)
+                continue
+            for name, help_text, labels, value in readings:
+                family = families.get(name)
+                if family is None:
+                    family = families[name] = GaugeMetricFamily(name, help_text, labels=labels)
+                family.add_metric(list(labels.values()), value)
+        yield from families.values()
 
 
 def webhook_handled(event_type: str | None, result: str, seconds: float) -> None:
@@ -88,4 +135,7 @@ def _registry() -> CollectorRegistry:
 @bp.get("/metrics")
 def metrics() -> Response:
     """Every metric in Prometheus's text format, summed over this host's workers."""
-    return Response(generate_latest(_registry()), mimetype=CONTENT_TYPE_LATEST)
+    shared = CollectorRegistry()
+    shared.register(_ScrapeGauges(current_app.extensions.get("scrape_gauges", [])))
+    body = generate_latest(_registry()) + generate_latest(shared)
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)

@@ -45,6 +45,17 @@ AGENT_ERRORS = {
     "403": error("deactivated agent, or a cookie-authenticated POST from another origin"),
     "503": error("PostgreSQL or Redis unavailable; retry"),
 }
+# What an agent action answers when Telnyx is down or slow (invariant 11).
+TELNYX_ERRORS = {
+    "503": error(
+        "PostgreSQL or Redis unavailable, or Telnyx unavailable (the circuit breaker is open, "
+        "code telnyx_unavailable): retry after Retry-After"
+    ),
+    "504": error(
+        "Telnyx did not answer in time (telnyx_timeout); the agent keeps the call and a retry "
+        "is safe (caller_waiting: true if the caller is answered)"
+    ),
+}
 CALL_ID = {
     "name": "call_control_id",
     "in": "path",
@@ -354,6 +365,7 @@ PATHS: dict[str, Any] = {
                 "404": error("unknown call, or it has ended"),
                 "409": error("taken by someone else (claimed_by names who), or no SIP username"),
                 "502": error("Telnyx refused (caller_waiting: true if the caller is answered)"),
+                **TELNYX_ERRORS,
             },
             parameters=[CALL_ID],
         )
@@ -368,6 +380,7 @@ PATHS: dict[str, Any] = {
                 "409": error("taken by someone else"),
                 "413": error("body too large"),
                 "502": error("Telnyx refused"),
+                **TELNYX_ERRORS,
             },
             parameters=[CALL_ID],
             body={
@@ -389,6 +402,7 @@ PATHS: dict[str, Any] = {
                 "404": error("no live call with that id"),
                 "409": error("still ringing: decline it instead"),
                 "502": error("Telnyx refused"),
+                **TELNYX_ERRORS,
             },
             parameters=[CALL_ID],
         )
@@ -472,7 +486,8 @@ PATHS: dict[str, Any] = {
     },
     "/readyz": {
         "get": operation(
-            "Readiness: PostgreSQL and Redis answer",
+            "Readiness: PostgreSQL and Redis answer (rebuilding Redis's live state first if it "
+            "was lost); `detail` reports the Telnyx circuit breaker and Redis's eviction policy",
             {
                 "200": ok({"type": "object", "properties": {"status": {"const": "ready"}}}),
                 "503": ok(

@@ -19,17 +19,20 @@ SELECT apply_call_event(
     p_from => %(from_number)s, p_to => %(to_number)s, p_caller_id_name => %(caller_id_name)s,
     p_start_time => %(start_time)s, p_end_time => %(end_time)s,
     p_hangup_cause => %(hangup_cause)s, p_hangup_source => %(hangup_source)s,
-    p_sip_hangup_cause => %(sip_hangup_cause)s, p_recording_url => %(recording_url)s)
+    p_sip_hangup_cause => %(sip_hangup_cause)s, p_recording_url => %(recording_url)s,
+    p_record_calls => %(record_calls)s)
 """
 
 
 @dataclass(frozen=True)
 class RecordedEvent:
-    """What PostgreSQL made of an event: whether it was seen before, and the call as it now is."""
+    """What PostgreSQL made of an event: whether it was seen before, the call as it now is, and
+    whether it left a command owed to Telnyx (in telnyx_outbox)."""
 
     duplicate: bool
     leg: str | None
     call: dict[str, Any] | None
+    owed: bool = False
 
 
 class RawJson(Json):
@@ -39,8 +42,11 @@ class RawJson(Json):
         return obj.decode() if isinstance(obj, bytes) else obj
 
 
-def record_event(db: Database, event: WebhookEvent, body: bytes) -> RecordedEvent:
-    """Dedupe the event and merge it into inbound_calls and call_logs, in one transaction."""
+def record_event(
+    db: Database, event: WebhookEvent, body: bytes, record_calls: bool = False
+) -> RecordedEvent:
+    """Dedupe the event and merge it into inbound_calls and call_logs, in one transaction; with
+    `record_calls`, a caller leg answered now owes record_start in that transaction too."""
     params = {
         "event_id": event.event_id,
         "event_type": event.event_type,
@@ -61,11 +67,14 @@ def record_event(db: Database, event: WebhookEvent, body: bytes) -> RecordedEven
         "hangup_source": event.hangup_source,
         "sip_hangup_cause": event.sip_hangup_cause,
         "recording_url": event.recording_url,
+        "record_calls": record_calls,
     }
     with db.connection() as conn, conn.cursor() as cur:
         cur.execute(APPLY_CALL_EVENT, params)
         result = cur.fetchone()[0]
-    return RecordedEvent(result["duplicate"], result["leg"], result["call"])
+    return RecordedEvent(
+        result["duplicate"], result["leg"], result["call"], bool(result.get("owed"))
+    )
 
 
 def record_agent_action(
@@ -77,3 +86,13 @@ def record_agent_action(
             "SELECT record_agent_action(%s, %s, %s, now())", (call_control_id, action, agent_id)
         )
         return cur.fetchone()[0]
+
+
+def end_call_inferred(
+    db: Database, call_control_id: str, cause: str, source: str
+) -> tuple[bool, dict[str, Any] | None]:
+    """End a call Telnyx says is over (unless a webhook already did); (changed, the call)."""
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT end_call_inferred(%s, %s, %s, now())", (call_control_id, cause, source))
+        result = cur.fetchone()[0]
+    return result["changed"], result["call"]

@@ -3,36 +3,33 @@
 from __future__ import annotations
 
 import logging
-import os
-import threading
-
-from flask import Flask
 
 from . import metrics
 from .calls import now_ms
-from .errors import StorageUnavailable
 from .live import LiveState
-from .telnyx_api import TelnyxClient, TelnyxError
+from .outbox import REFUSED, SENT, Outbox
 
 log = logging.getLogger(__name__)
 
 TIMEOUT_AGENT_ID = "ring-timeout"
 TIMEOUT_AGENT_NAME = "Ring timeout"
-SWEEP_INTERVAL_SECONDS = 1.0
-# A claim still open this long belongs to a request that died (a killed worker, say).
-STALE_CLAIM_SECONDS = 60
+REJECT_CAUSE = "USER_BUSY"
 
 
 class RingTimeouts:
-    """Sweeps the ringing set; every worker runs one, and the atomic claim picks who acts."""
+    """Sweeps the ringing set; every worker runs one, and the atomic claim picks who acts.
 
-    def __init__(self, live: LiveState, telnyx: TelnyxClient | None, timeout_seconds: int):
+    The reject is owed through the outbox, so a Telnyx outage or a dying worker delays it but
+    never drops it; while it is owed, the ring timeout keeps its claim (pages do not ring again).
+    """
+
+    def __init__(
+        self, live: LiveState, outbox: Outbox, timeout_seconds: int, claim_lease_seconds: int = 60
+    ):
         self.live = live
-        self.telnyx = telnyx
+        self.outbox = outbox
         self.timeout_ms = timeout_seconds * 1000
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid: int | None = None
+        self.lease_ms = claim_lease_seconds * 1000
 
     def sweep(self, now: int | None = None) -> list[str]:
         """Reject calls that rang too long and give back stale claims; return those rejected."""
@@ -43,67 +40,38 @@ class RingTimeouts:
                 call_control_id, TIMEOUT_AGENT_ID, TIMEOUT_AGENT_NAME, "timeout", now
             )
             if claim.result != "claimed":
-                continue  # another worker (or an agent) got there first
+                continue  # another worker (or an agent) got there first, or it was an orphan
             if self._reject(call_control_id):
                 rejected.append(call_control_id)
-        for call_control_id, claimer in self.live.claimed_before(now - STALE_CLAIM_SECONDS * 1000):
-            if self.live.release_call(call_control_id, claimer, "claim went stale"):
-                log.warning("released a stale claim", extra={"call_control_id": call_control_id})
+        self._release_stale_claims(now)
         return rejected
 
     def _reject(self, call_control_id: str) -> bool:
-        if self.telnyx is None:
-            log.warning(
-                "ring timeout: cannot reject without TELNYX_API_KEY",
-                extra={"call_control_id": call_control_id},
-            )
+        extra = {"call_control_id": call_control_id}
+        if self.outbox.telnyx is None:
+            log.warning("ring timeout: cannot reject without TELNYX_API_KEY", extra=extra)
+            self.live.release_call(call_control_id, TIMEOUT_AGENT_ID, "cannot reject")
             return False
-        try:
-            self.telnyx.reject(call_control_id, "USER_BUSY")
-        except TelnyxError as error:
-            if error.call_already_ended:
-                return False
-            # Give it back: the next sweep tries again.
-            self.live.release_call(call_control_id, TIMEOUT_AGENT_ID, "reject failed")
-            return False
-        metrics.RING_TIMEOUTS.inc()
-        log.info("ring timeout: rejected the call", extra={"call_control_id": call_control_id})
-        return True
+        self.outbox.owe(call_control_id, "reject", {"cause": REJECT_CAUSE})
+        outcome = self.outbox.deliver_now(call_control_id, "reject")
+        if outcome == SENT:
+            metrics.RING_TIMEOUTS.inc()
+            log.info("ring timeout: rejected the call", extra=extra)
+            return True
+        if outcome == REFUSED:
+            # Telnyx refused it for good: give the call back; a later sweep owes it again.
+            self.live.release_call(call_control_id, TIMEOUT_AGENT_ID, "reject refused")
+        # Otherwise the outbox retries it (or found the call over and ended it).
+        return False
 
-    def start(self) -> None:
-        """Run the sweep in the background of this process (a greenlet under gevent)."""
-        if self._thread is not None and self._pid == os.getpid():
-            return
-        self._pid = os.getpid()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="ring-timeout", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the background sweep."""
-        self._stop.set()
-        if self._thread is not None and self._pid == os.getpid():
-            self._thread.join(timeout=5)
-        self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(SWEEP_INTERVAL_SECONDS):
-            try:
-                self.sweep()
-            except StorageUnavailable as error:
-                log.warning("ring timeout sweep: %s unavailable", error.dependency)
-            except Exception:
-                log.exception("ring timeout sweep failed")
-
-
-def init_app(app: Flask) -> None:
-    """Create the sweeper; it starts with the first request this process serves."""
-    timeouts = RingTimeouts(
-        app.extensions["live"], app.extensions["telnyx"], app.config["RING_TIMEOUT_SECONDS"]
-    )
-    app.extensions["ring_timeouts"] = timeouts
-    if app.config["RING_TIMEOUT_SWEEP"]:
-
-        @app.before_request
-        def start_sweeping() -> None:
-            timeouts.start()
+    def _release_stale_claims(self, now: int) -> None:
+        """Give back claims whose worker stopped renewing them (it died, say)."""
+        for call_control_id, claimer in self.live.claimed_before(now - self.lease_ms):
+            if claimer == TIMEOUT_AGENT_ID and self.outbox.pending(call_control_id, "reject"):
+                # The reject is still owed: the claim stays until the outbox is done with it.
+                self.live.hold_claim(
+                    call_control_id, TIMEOUT_AGENT_ID, TIMEOUT_AGENT_NAME, "timeout", now
+                )
+                continue
+            if self.live.release_call(call_control_id, claimer, "claim went stale"):
+                log.warning("released a stale claim", extra={"call_control_id": call_control_id})

@@ -12,9 +12,11 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from flask import Flask
 from requests.exceptions import ChunkedEncodingError
 
 from . import metrics
+from .circuit_breaker import BreakerSettings, CircuitBreaker, TelnyxUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ COMMAND_ID_NAMESPACE = uuid.UUID("aa2ff160-c357-46c7-ad7b-7f1dd5cf6da5")
 
 # A response body can be an HTML error page; keep only enough of it to recognise.
 _MAX_DETAIL_CHARS = 300
+# An attempt with less time than this left is not started: it could only time out.
+_MIN_ATTEMPT_SECONDS = 0.05
 
 # ChunkedEncodingError means the answer broke off mid-way; the same command_id makes resending safe.
 _TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, ChunkedEncodingError)
@@ -55,6 +59,7 @@ class TelnyxError(Exception):
         *,
         attempts: int = 1,
         subject: str = "call",
+        deadline_exceeded: bool = False,
     ) -> None:
         self.action = action
         self.subject = subject
@@ -64,6 +69,7 @@ class TelnyxError(Exception):
         self.title = title
         self.detail = detail
         self.attempts = attempts
+        self.deadline_exceeded = deadline_exceeded
         super().__init__(self._message())
 
     def _message(self) -> str:
@@ -81,6 +87,8 @@ class TelnyxError(Exception):
             parts.append("no answer")
         if self.attempts > 1:
             parts.append(f"after {self.attempts} attempts")
+        if self.deadline_exceeded:
+            parts.append("out of time")
         target = f"{self.subject} {self.call_control_id}"
         return f"Telnyx {self.action} on {target} failed: {', '.join(parts)}"
 
@@ -93,6 +101,21 @@ class TelnyxError(Exception):
     def call_already_ended(self) -> bool:
         """True when Telnyx says the call is already over (422, code 90018)."""
         return self.status == 422 and self.code == CALL_ALREADY_ENDED
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """True when no answer came: Telnyx may or may not have acted on the command."""
+        return self.status is None
+
+    @property
+    def transient(self) -> bool:
+        """True when trying again later may succeed: no answer, 5xx, 429, or not answered yet."""
+        return (
+            self.status is None
+            or self.status >= 500
+            or self.status in (408, 429)
+            or (self.status == 422 and self.code == CALL_NOT_ANSWERED)
+        )
 
 
 def _rebuild_error(args: tuple[Any, ...], attempts: int, subject: str = "call") -> TelnyxError:
@@ -158,8 +181,13 @@ class TelnyxClient:
         backoff_seconds: float = 0.2,
         max_backoff_seconds: float = 2.0,
         session: requests.Session | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
-        """Configure the client; nothing is sent until a command is called."""
+        """Configure the client; nothing is sent until a command is called.
+
+        Every command takes `deadline` (a time.monotonic() instant every attempt and backoff
+        must fit before) and `attempts` (instead of max_attempts), for callers with a budget.
+        """
         if not api_key or not api_key.strip():
             raise ValueError("api_key must be a non-empty string")
         if max_attempts < 1:
@@ -174,6 +202,7 @@ class TelnyxClient:
         self.max_backoff_seconds = max_backoff_seconds
         self._owns_session = session is None
         self._session = session if session is not None else requests.Session()
+        self.breaker = breaker
         self._sleep: Callable[[float], None] = time.sleep
         self._random = random.Random()
 
@@ -197,6 +226,8 @@ class TelnyxClient:
         *,
         client_state: str | None = None,
         command_id: str | None = None,
+        deadline: float | None = None,
+        attempts: int | None = None,
     ) -> dict:
         """Answer an incoming call; client_state must already be base64-encoded."""
         _require_call_control_id(call_control_id)
@@ -204,7 +235,7 @@ class TelnyxClient:
         if client_state is not None:
             body["client_state"] = client_state
         command_id = command_id or command_id_for("answer", call_control_id)
-        return self._command("answer", call_control_id, body, command_id)
+        return self._command("answer", call_control_id, body, command_id, deadline, attempts)
 
     def transfer(
         self,
@@ -216,6 +247,8 @@ class TelnyxClient:
         client_state: str | None = None,
         target_leg_client_state: str | None = None,
         command_id: str | None = None,
+        deadline: float | None = None,
+        attempts: int | None = None,
     ) -> dict:
         """Transfer the call to a phone number or SIP URI."""
         _require_call_control_id(call_control_id)
@@ -238,7 +271,7 @@ class TelnyxClient:
         if target_leg_client_state is not None:
             body["target_leg_client_state"] = target_leg_client_state
         command_id = command_id or command_id_for("transfer", call_control_id, to)
-        return self._command("transfer", call_control_id, body, command_id)
+        return self._command("transfer", call_control_id, body, command_id, deadline, attempts)
 
     def reject(
         self,
@@ -246,19 +279,30 @@ class TelnyxClient:
         cause: str = "CALL_REJECTED",
         *,
         command_id: str | None = None,
+        deadline: float | None = None,
+        attempts: int | None = None,
     ) -> dict:
         """Reject an unanswered incoming call with CALL_REJECTED or USER_BUSY."""
         _require_call_control_id(call_control_id)
         if cause not in REJECT_CAUSES:
             raise ValueError(f"reject cause must be one of {REJECT_CAUSES}, got {cause!r}")
         command_id = command_id or command_id_for("reject", call_control_id, cause)
-        return self._command("reject", call_control_id, {"cause": cause}, command_id)
+        return self._command(
+            "reject", call_control_id, {"cause": cause}, command_id, deadline, attempts
+        )
 
-    def hangup(self, call_control_id: str, *, command_id: str | None = None) -> dict:
+    def hangup(
+        self,
+        call_control_id: str,
+        *,
+        command_id: str | None = None,
+        deadline: float | None = None,
+        attempts: int | None = None,
+    ) -> dict:
         """Hang up the call."""
         _require_call_control_id(call_control_id)
         command_id = command_id or command_id_for("hangup", call_control_id)
-        return self._command("hangup", call_control_id, {}, command_id)
+        return self._command("hangup", call_control_id, {}, command_id, deadline, attempts)
 
     def record_start(
         self,
@@ -270,6 +314,8 @@ class TelnyxClient:
         max_length: int | None = None,
         trim: str | None = None,
         command_id: str | None = None,
+        deadline: float | None = None,
+        attempts: int | None = None,
     ) -> dict:
         """Start recording the call in mp3/wav, single or dual channel."""
         _require_call_control_id(call_control_id)
@@ -286,7 +332,7 @@ class TelnyxClient:
             body["trim"] = trim
         # One recording per call is the logical command, so format/channels are not in the id.
         command_id = command_id or command_id_for("record_start", call_control_id)
-        return self._command("record_start", call_control_id, body, command_id)
+        return self._command("record_start", call_control_id, body, command_id, deadline, attempts)
 
     def webrtc_token(self, credential_id: str) -> str:
         """A WebRTC login token (a JWT, valid for 24 h) for one telephony credential."""
@@ -294,7 +340,9 @@ class TelnyxClient:
             raise ValueError("credential_id must be a non-empty string")
         url = f"{self.base_url}/telephony_credentials/{quote(credential_id, safe='')}/token"
         # Minting twice is harmless, so a retry needs no command_id.
-        response = self._post("telephony_token", credential_id, url, None, subject="credential")
+        response = self._send(
+            "POST", "telephony_token", credential_id, url, None, subject="credential"
+        )
         token = response.text.strip()
         if not token:
             raise TelnyxError(
@@ -317,30 +365,75 @@ class TelnyxClient:
         # Jitter spreads out retries from many workers that failed at the same moment.
         return self._random.uniform(self.backoff_seconds, ceiling)
 
-    def _command(self, action: str, call_control_id: str, body: dict, command_id: str) -> dict:
+    def call_status(self, call_control_id: str, *, deadline: float | None = None) -> dict:
+        """GET /calls/{call_control_id}: the leg's `data` (`is_alive`, `call_duration`...)."""
+        _require_call_control_id(call_control_id)
+        url = f"{self.base_url}/calls/{quote(call_control_id, safe=':')}"
+        response = self._send("GET", "status", call_control_id, url, None, deadline=deadline)
+        return self._data(response)
+
+    def _command(
+        self,
+        action: str,
+        call_control_id: str,
+        body: dict,
+        command_id: str,
+        deadline: float | None,
+        attempts: int | None,
+    ) -> dict:
         url = self._url(call_control_id, action)
         payload = {**body, "command_id": command_id}
-        return self._data(self._post(action, call_control_id, url, payload))
+        response = self._send(
+            "POST", action, call_control_id, url, payload, deadline=deadline, attempts=attempts
+        )
+        return self._data(response)
 
-    def _post(
-        self, action: str, target: str, url: str, payload: dict | None, *, subject: str = "call"
+    def _send(
+        self,
+        method: str,
+        action: str,
+        target: str,
+        url: str,
+        payload: dict | None,
+        *,
+        subject: str = "call",
+        deadline: float | None = None,
+        attempts: int | None = None,
     ) -> requests.Response:
-        """POST with bounded retries on transport errors, 429 and 5xx; TelnyxError otherwise."""
+        """Send with bounded retries on transport errors, 429 and 5xx; TelnyxError otherwise.
+
+        Every attempt and every backoff fits before `deadline`. The breaker is asked before each
+        attempt: it refuses (TelnyxUnavailable) only while nothing was sent, otherwise the last
+        error stands, since Telnyx may already have acted on an attempt that got no answer.
+        """
         command_id = payload.get("command_id") if payload else None
         headers = {
             "Authorization": f"Bearer {self._api_key}",
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }
+        max_attempts = self.max_attempts if attempts is None else max(1, attempts)
         error: TelnyxError | None = None
-        for attempt in range(1, self.max_attempts + 1):
+        for attempt in range(1, max_attempts + 1):
+            timeout = self._timeout_before(deadline)
+            if timeout is None:
+                error = self._out_of_time(error, action, target, attempt - 1, subject)
+                break
+            if self.breaker is not None:
+                try:
+                    self.breaker.allow()
+                except TelnyxUnavailable:
+                    if error is None:
+                        raise
+                    break
             retry_after: float | None = None
             try:
-                response = self._session.post(
-                    url, json=payload, headers=headers, timeout=self.timeout
+                response = self._session.request(
+                    method, url, json=payload, headers=headers, timeout=timeout
                 )
             except _TRANSPORT_ERRORS as exc:
                 metrics.TELNYX_REQUESTS.labels(action, "none").inc()
+                self._record(failed=True)
                 reason = f"no answer: connection error or timeout ({type(exc).__name__})"
                 error = TelnyxError(
                     action, target, None, detail=reason, attempts=attempt, subject=subject
@@ -358,27 +451,26 @@ class TelnyxClient:
                 )
                 break
             else:
-                metrics.TELNYX_REQUESTS.labels(action, str(response.status_code)).inc()
-                if 200 <= response.status_code < 300:
+                status = response.status_code
+                metrics.TELNYX_REQUESTS.labels(action, str(status)).inc()
+                if status != 429:
+                    self._record(failed=status >= 500)
+                if 200 <= status < 300:
                     return response
                 code, title, detail = _parse_error(response)
                 error = TelnyxError(
-                    action,
-                    target,
-                    response.status_code,
-                    code,
-                    title,
-                    detail,
-                    attempts=attempt,
-                    subject=subject,
+                    action, target, status, code, title, detail, attempts=attempt, subject=subject
                 )
-                if response.status_code != 429 and response.status_code < 500:
+                if status != 429 and status < 500:
                     break
-                if response.status_code == 429:
+                if status == 429:
                     retry_after = _retry_after_seconds(response)
-            if attempt == self.max_attempts:
+            if attempt == max_attempts:
                 break
             delay = self._backoff(attempt, retry_after)
+            if deadline is not None and time.monotonic() + delay + _MIN_ATTEMPT_SECONDS > deadline:
+                error = self._out_of_time(error, action, target, attempt, subject)
+                break
             log.info(
                 "Telnyx %s on %s %s: attempt %d/%d failed (%s), retrying in %.3fs "
                 "with command_id %s",
@@ -386,7 +478,7 @@ class TelnyxClient:
                 subject,
                 target,
                 attempt,
-                self.max_attempts,
+                max_attempts,
                 f"HTTP {error.status}" if error.status is not None else error.detail,
                 delay,
                 command_id,
@@ -402,6 +494,41 @@ class TelnyxClient:
         )
         raise error
 
+    def _timeout_before(self, deadline: float | None) -> tuple[float, float] | None:
+        """(connect, read) timeouts for an attempt that must end by `deadline`; None: no time."""
+        if deadline is None:
+            return self.timeout
+        remaining = deadline - time.monotonic()
+        if remaining < _MIN_ATTEMPT_SECONDS:
+            return None
+        connect, read = self.timeout
+        return (min(connect, remaining), min(read, remaining))
+
+    @staticmethod
+    def _out_of_time(
+        error: TelnyxError | None, action: str, target: str, attempts: int, subject: str
+    ) -> TelnyxError:
+        """The error to raise when the deadline leaves no room for another attempt."""
+        if error is not None and not error.outcome_unknown:
+            return error  # Telnyx's own answer says more than "out of time"
+        return TelnyxError(
+            action,
+            target,
+            None,
+            detail="no answer in time",
+            attempts=max(1, attempts),
+            subject=subject,
+            deadline_exceeded=True,
+        )
+
+    def _record(self, *, failed: bool) -> None:
+        if self.breaker is None:
+            return
+        if failed:
+            self.breaker.record_failure()
+        else:
+            self.breaker.record_success()
+
     @staticmethod
     def _log_fields(subject: str, target: str) -> dict[str, str]:
         return {"call_control_id": target} if subject == "call" else {}
@@ -414,3 +541,33 @@ class TelnyxClient:
             return {}
         data = payload.get("data") if isinstance(payload, dict) else None
         return data if isinstance(data, dict) else {}
+
+
+def init_app(app: Flask) -> None:
+    """This app's Telnyx client (None without TELNYX_API_KEY), behind the shared breaker."""
+    api_key = app.config["TELNYX_API_KEY"]
+    if not api_key:
+        app.extensions["telnyx"] = None
+        return
+    live = app.extensions["live"]
+    breaker = CircuitBreaker(
+        live.client,
+        live.keys,
+        BreakerSettings(
+            failure_threshold=app.config["TELNYX_BREAKER_FAILURES"],
+            cooldown_seconds=app.config["TELNYX_BREAKER_COOLDOWN_SECONDS"],
+        ),
+    )
+    app.extensions["telnyx"] = TelnyxClient(api_key, app.config["TELNYX_API_BASE"], breaker=breaker)
+
+    def breaker_gauges():
+        state = breaker.state()
+        for name in ("closed", "open", "half_open"):
+            yield (
+                "telnyx_flask_telnyx_circuit_state",
+                "The circuit breaker around the Telnyx API: 1 for its current state",
+                {"state": name},
+                1.0 if state == name else 0.0,
+            )
+
+    metrics.add_scrape_gauges(app, breaker_gauges)

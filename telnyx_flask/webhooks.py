@@ -12,8 +12,8 @@ from .calls import apply_event
 from .db import get_db
 from .errors import ApiError, PayloadTooLarge, StorageUnavailable
 from .events import parse_webhook
-from .followups import get_followups
 from .live import get_live
+from .outbox import get_outbox
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,10 @@ def receive_webhook():
             verifier.verify(request.headers, body)
         event = parse_webhook(body)
         event_type = event.event_type
-        applied = apply_event(get_db(), get_live(), get_followups(), event, body)
+        record_calls = current_app.config["RECORD_CALLS"] and current_app.extensions["telnyx"]
+        applied = apply_event(
+            get_db(), get_live(), get_outbox(), event, body, record_calls=bool(record_calls)
+        )
         result = applied.result
     except StorageUnavailable:
         raise  # failed: Telnyx retries

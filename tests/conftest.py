@@ -26,6 +26,7 @@ from telnyx_flask import create_app
 from telnyx_flask.auth import Agent, issue_token
 from telnyx_flask.db import throwaway_database
 from telnyx_flask.embedded import Embedded, reachable, start_postgres, start_redis
+from telnyx_flask.keys import RedisKeys
 from telnyx_flask.signature import sign
 from telnyx_flask.users import create_user
 
@@ -82,7 +83,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 SIGNING_SEED = bytes(range(32))
 PUBLIC_KEY = base64.b64encode(bytes(SigningKey(SIGNING_SEED).verify_key)).decode()
-TABLES = ("webhook_events", "call_logs", "inbound_calls", "prospects", "users")
+TABLES = ("webhook_events", "call_logs", "inbound_calls", "prospects", "users", "telnyx_outbox")
 
 
 def load_fixture(name: str) -> dict[str, Any]:
@@ -156,8 +157,10 @@ def fake_telnyx() -> Iterator[FakeTelnyx]:
 
 
 def empty_redis(client: redis.Redis, prefix: str) -> None:
-    """Delete every key under the prefix."""
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    """Delete every key under the prefix but the live-state generation marker: emptying the
+    store between tests is not Redis losing its data (tests that mean that delete it too)."""
+    keep = RedisKeys(prefix).generation
+    keys = [key for key in client.scan_iter(match=f"{prefix}*", count=1000) if key != keep]
     if keys:
         client.delete(*keys)
 
@@ -190,7 +193,7 @@ def app_settings(database_url: str, redis_prefix: str, telnyx_base: str) -> dict
         "TELNYX_API_BASE": telnyx_base,
         "TELNYX_PUBLIC_KEY": PUBLIC_KEY,
         "TELNYX_SIP_DOMAIN": "sip.telnyx.com",
-        "RING_TIMEOUT_SWEEP": "false",
+        "BACKGROUND_TASKS": "false",
         "TESTING": True,
     }
 
@@ -212,7 +215,7 @@ def app(settings):
 
 def close_app(app) -> None:
     """Stop what an app started: its follow-up pool, stream reader and connections."""
-    app.extensions["followups"].shutdown()
+    app.extensions["background"].stop()
     app.extensions["push"].stop()
     app.extensions["database"].close()
     app.extensions["live"].client.close()

@@ -192,7 +192,7 @@ def start_stack(
     settings.update(
         TELNYX_PUBLIC_KEY=SIM_PUBLIC_KEY,
         TELNYX_SIMULATOR_URL=simulator.url,
-        RING_TIMEOUT_SWEEP="true",
+        BACKGROUND_TASKS="true",
         **overrides,
     )
     port = free_port()

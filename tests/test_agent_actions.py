@@ -293,8 +293,8 @@ def test_actions_need_an_agent(client, ringing, action):
 def test_ring_timeout_rejects_once_however_many_workers_sweep(
     app, ringing, fake_telnyx, post_webhook, db_rows, redis_client, redis_prefix
 ):
-    live, telnyx = app.extensions["live"], app.extensions["telnyx"]
-    workers = [RingTimeouts(live, telnyx, timeout_seconds=30) for _ in range(3)]
+    live, outbox = app.extensions["live"], app.extensions["outbox"]
+    workers = [RingTimeouts(live, outbox, timeout_seconds=30) for _ in range(3)]
     # The clock starts when the call reached the service, not at the event's own timestamp.
     started_ms = int(redis_client.zscore(f"{redis_prefix}calls:ringing", CALLER))
     assert [w.sweep(now=started_ms + 29_000) for w in workers] == [[], [], []]
@@ -314,7 +314,7 @@ def test_ring_timeout_gives_the_call_back_when_telnyx_fails(
 ):
     started_ms = int(redis_client.zscore(f"{redis_prefix}calls:ringing", CALLER))
     fake_telnyx.script("reject", 400)
-    sweeper = RingTimeouts(app.extensions["live"], app.extensions["telnyx"], timeout_seconds=30)
+    sweeper = RingTimeouts(app.extensions["live"], app.extensions["outbox"], timeout_seconds=30)
     assert sweeper.sweep(now=started_ms + 60_000) == []
     assert redis_client.hget(f"{redis_prefix}call:{CALLER}", "status") == "ringing"
     # The next sweep tries again.
@@ -325,7 +325,7 @@ def test_stale_claim_is_released(app, client, agent, ringing, redis_client, redi
     live = app.extensions["live"]
     claim = live.claim_call(CALLER, agent.id, agent.name, "answer", now_ms=1_000)
     assert claim.result == "claimed"
-    sweeper = RingTimeouts(live, None, timeout_seconds=30)
+    sweeper = RingTimeouts(live, app.extensions["outbox"], timeout_seconds=30)
     sweeper.sweep(now=1_000 + 59_000)
     assert redis_client.hget(f"{redis_prefix}call:{CALLER}", "status") == "answering"
     sweeper.sweep(now=1_000 + 61_000)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from .conftest import abandoned_call_events, answered_call_events, renamed
 
 CALL_FIXTURES = {"answered": answered_call_events(), "abandoned": abandoned_call_events()}
-IGNORED_COLUMNS = {"id", "created_at", "updated_at", "prospect_id", "version"}
+IGNORED_COLUMNS = {"id", "created_at", "updated_at", "last_webhook_at", "prospect_id", "version"}
 counter = itertools.count()
 
 

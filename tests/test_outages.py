@@ -89,8 +89,9 @@ def test_redis_down_after_postgresql_committed_is_finished_by_the_retry(
     assert redis_client.zcard(f"{redis_prefix}calls:ringing") == 0
     assert announced(redis_client, redis_prefix) == ["call.ringing", "call.answered"]
     # The retry also issues what the first attempt never reached: recording, once.
-    fake_telnyx.wait_for_commands(1, action="record_start")
-    app.extensions["followups"].shutdown(wait=True)
+    # The first attempt owed recording in the same transaction that stored the event; the retry
+    # owes nothing new, and it is sent once.
+    assert app.extensions["outbox"].deliver_due() == ["sent"]
     assert len(fake_telnyx.received("record_start")) == 1
 
     # A third delivery is a true duplicate everywhere.
@@ -110,10 +111,8 @@ def test_pending_calls_is_503_when_redis_is_down(proxied, agent):
 def test_readyz_names_the_dependency_that_is_down(proxied):
     app, proxies = proxied
     client = app.test_client()
-    assert client.get("/readyz").get_json() == {
-        "status": "ready",
-        "checks": {"postgresql": "ok", "redis": "ok"},
-    }
+    ready = client.get("/readyz").get_json()
+    assert (ready["status"], ready["checks"]) == ("ready", {"postgresql": "ok", "redis": "ok"})
     proxies["redis"].cut()
     response = client.get("/readyz")
     assert response.status_code == 503

@@ -2,7 +2,7 @@
 -- KEYS: call hash, ringing zset, event stream, claimed zset, active zset.
 -- ARGV: version, status, now (ms: the ring-timeout clock starts here), fields (JSON object of strings), call_control_id,
 --       ringing / answered / ended / recording event data (JSON), stream maxlen,
---       active TTL, ended TTL.
+--       active TTL, ended TTL, quiet ('1': restoring from PostgreSQL, announce nothing).
 -- Idempotent and order-free: a state no newer than the one held changes nothing, and each event
 -- is announced on the one transition that causes it.
 local version = tonumber(ARGV[1])
@@ -30,6 +30,9 @@ redis.call('HSET', KEYS[1], unpack(flat))
 
 local announced = {}
 local function announce(name, data)
+  if ARGV[13] == '1' then
+    return
+  end
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', 'event', name, 'data', data)
   announced[#announced + 1] = name
 end

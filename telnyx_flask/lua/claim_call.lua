@@ -1,11 +1,14 @@
 -- One agent takes a ringing call: ringing -> answering, atomically, announced as call.claimed.
 -- KEYS: call hash, ringing zset, claimed zset, event stream.
 -- ARGV: agent id, agent name, action (answer | decline | timeout), claimed_at (ms),
---       call.claimed event data (JSON), stream maxlen.
+--       call.claimed event data (JSON), stream maxlen, call_control_id.
 -- Returns {'claimed', ringing_score} | {'missing'} |
 --         {'taken', status, claimed_by_id, claimed_by_name, action}.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
+  -- An orphan (its hash expired or was lost): drop it, or it would be swept forever.
+  redis.call('ZREM', KEYS[2], ARGV[7])
+  redis.call('ZREM', KEYS[3], ARGV[7])
   return {'missing'}
 end
 if status ~= 'ringing' then

@@ -1,0 +1,128 @@
+"""Each worker's background work: loops started with the first request it serves.
+
+- live state: rebuild Redis from PostgreSQL when its generation marker is gone (every second);
+- ring timeout: reject calls that rang too long, give back stale claims (every second);
+- outbox: deliver the commands owed to Telnyx (every second, and at once when nudged);
+- silent calls: ask Telnyx about calls with no webhook for too long (every 30 s).
+
+Every worker runs all of them; atomic claims, row leases and a Redis lock decide who acts.
+Under gevent the threads are greenlets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+from flask import Flask
+
+from .db import Database
+from .errors import StorageUnavailable
+from .live import LiveState
+from .live_rebuild import ensure_live_state
+from .outbox import Outbox, run_delivery
+from .reconcile import SilentCalls
+from .ring_timeout import RingTimeouts
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0
+
+
+class BackgroundWork:
+    """This process's loops; `start()` is idempotent per process, `stop()` ends them."""
+
+    def __init__(
+        self,
+        db: Database,
+        live: LiveState,
+        outbox: Outbox,
+        ring_timeouts: RingTimeouts,
+        silent_calls: SilentCalls,
+        silent_check_seconds: float,
+    ):
+        self.db = db
+        self.live = live
+        self.outbox = outbox
+        self.ring_timeouts = ring_timeouts
+        self.silent_calls = silent_calls
+        self.silent_check_seconds = silent_check_seconds
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the loops in this process, once."""
+        with self._lock:
+            if self._threads and self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._stop.clear()
+            self._threads = [
+                self._spawn("live-state", self._every(TICK_SECONDS, self._keep_live_state)),
+                self._spawn("ring-timeout", self._every(TICK_SECONDS, self.ring_timeouts.sweep)),
+                self._spawn("outbox", lambda: run_delivery(self.outbox, self._stop, TICK_SECONDS)),
+                self._spawn(
+                    "silent-calls", self._every(self.silent_check_seconds, self.silent_calls.check)
+                ),
+            ]
+
+    def stop(self) -> None:
+        """End the loops (each finishes the step it is in)."""
+        self._stop.set()
+        self.outbox.nudge()
+        if self._pid == os.getpid():
+            for thread in self._threads:
+                thread.join(timeout=5)
+        self._threads = []
+
+    def _keep_live_state(self) -> None:
+        ensure_live_state(self.db, self.live)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> threading.Thread:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def _every(self, seconds: float, step: Callable[[], object]) -> Callable[[], None]:
+        def loop() -> None:
+            while not self._stop.wait(seconds):
+                try:
+                    step()
+                except StorageUnavailable as error:
+                    log.warning("%s: %s unavailable", step.__name__, error.dependency)
+                except Exception:
+                    log.exception("background step %s failed", step.__name__)
+
+        return loop
+
+
+def init_app(app: Flask) -> None:
+    """Create the ring timeout, silent-call check and the loops; start them with the first
+    request when BACKGROUND_TASKS is on (tests that drive each step by hand turn it off)."""
+    config = app.config
+    db, live, outbox = app.extensions["database"], app.extensions["live"], app.extensions["outbox"]
+    ring_timeouts = RingTimeouts(
+        live, outbox, config["RING_TIMEOUT_SECONDS"], config["CLAIM_LEASE_SECONDS"]
+    )
+    silent_calls = SilentCalls(
+        db,
+        live,
+        app.extensions["telnyx"],
+        ringing_after_seconds=config["SILENT_RINGING_CALL_SECONDS"],
+        answered_after_seconds=config["SILENT_ANSWERED_CALL_SECONDS"],
+    )
+    work = BackgroundWork(
+        db, live, outbox, ring_timeouts, silent_calls, config["SILENT_CALL_CHECK_SECONDS"]
+    )
+    app.extensions["ring_timeouts"] = ring_timeouts
+    app.extensions["silent_calls"] = silent_calls
+    app.extensions["background"] = work
+    if config["BACKGROUND_TASKS"]:
+
+        @app.before_request
+        def start_background_work() -> None:
+            work.start()

@@ -1,0 +1,47 @@
+"""PostgreSQL is the truth; Redis is rebuilt from it (invariant 10).
+
+Redis may lose everything: a restart without persistence, a failover that loses writes,
+eviction. A generation marker key says the live state was built; whoever finds it missing (each
+worker's background loop, every second, and /readyz) rebuilds the state of every call that is
+not over from `inbound_calls`, under a lock so that one process does it, then writes a new
+marker and a `reset` to the event stream, which makes every page take a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from .db import Database
+from .live import LiveState
+
+log = logging.getLogger(__name__)
+
+REBUILD_LOCK_MS = 10_000
+REBUILT_REASON = "live state rebuilt from PostgreSQL"
+
+OPEN_CALLS = """
+SELECT call_view(c), (EXTRACT(EPOCH FROM c.created_at) * 1000)::bigint, u.id::text, u.name
+  FROM inbound_calls c LEFT JOIN users u ON u.id = c.answered_by
+ WHERE c.status <> 'ended' AND c.call_control_id IS NOT NULL
+"""
+
+
+def ensure_live_state(db: Database, live: LiveState) -> int | None:
+    """Rebuild live state if Redis lost it; the number of calls restored, None if not needed."""
+    if live.has_generation():
+        return None
+    token = uuid.uuid4().hex
+    if not live.lock_rebuild(token, REBUILD_LOCK_MS):
+        return None  # another process is rebuilding
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.execute(OPEN_CALLS)
+        rows = cur.fetchall()
+    for call, arrived_ms, agent_id, agent_name in rows:
+        # The call keeps the time it first reached the service: its ring timeout still counts
+        # from then. A newer state already in Redis (a webhook since the loss) wins.
+        claimed_by = (agent_id, agent_name or "") if agent_id else None
+        live.apply_call_state(call, arrived_ms=arrived_ms, claimed_by=claimed_by, quiet=True)
+    live.finish_rebuild(token, uuid.uuid4().hex, REBUILT_REASON)
+    log.warning("rebuilt the live state of %d call(s) from PostgreSQL", len(rows))
+    return len(rows)
