@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,7 @@ class _Scripted:
     status: Any  # an int HTTP status, or FakeTelnyx.DROP
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before answering (a slow Telnyx)
 
 
 class _Drop:
@@ -77,6 +79,7 @@ class FakeTelnyx:
         self._urls = Map(
             [
                 Rule("/v2/calls/<path:call_control_id>/actions/<action>", endpoint="command"),
+                Rule("/v2/calls/<path:call_control_id>", endpoint="status"),
                 Rule("/v2/telephony_credentials/<credential_id>/token", endpoint="token"),
             ]
         )
@@ -131,15 +134,17 @@ class FakeTelnyx:
         body: Any = None,
         headers: dict[str, str] | None = None,
         times: int = 1,
+        delay: float = 0.0,
     ) -> None:
-        """Queue the next `times` answers for `action`: a status (or DROP), body and headers.
+        """Queue the next `times` answers for `action`: a status (or DROP), body and headers,
+        sent after `delay` seconds. The call status lookup (GET /v2/calls/<id>) is "status".
 
         body may be a dict/list (sent as JSON), str/bytes (sent as text/plain), or None: then an
         error status gets a Telnyx-shaped error body and a 2xx gets {"data": {"result": "ok"}}.
         """
         with self._changed:
             for _ in range(times):
-                self._scripts[action].append(_Scripted(status, body, dict(headers or {})))
+                self._scripts[action].append(_Scripted(status, body, dict(headers or {}), delay))
 
     def reset(self) -> None:
         """Forget all scripted answers and received commands."""
@@ -177,7 +182,9 @@ class FakeTelnyx:
         except Exception:
             response = _json(404, error_body("10005", "Resource not found", request.path))
             return response(environ, start_response)
-        if request.method != "POST":
+        if endpoint == "status" and request.method == "GET":
+            response = self._command(request, "status", args["call_control_id"], environ)
+        elif request.method != "POST":
             response = _json(405, error_body("10015", "Method not allowed", request.method))
         elif endpoint == "token":
             with self._changed:
@@ -201,14 +208,28 @@ class FakeTelnyx:
             self.commands.append(received)
             scripted = self._scripts[action].popleft() if self._scripts[action] else None
             self._changed.notify_all()
+        if scripted is not None and scripted.delay:
+            time.sleep(scripted.delay)  # a slow Telnyx: the client's deadline is what is tested
         if scripted is None:
-            return _json(200, OK_BODY)
+            return _json(200, _alive(call_control_id) if action == "status" else OK_BODY)
         if scripted.status is FakeTelnyx.DROP:
             # Shutting down (not closing) the socket makes werkzeug's write fail with a
             # BrokenPipeError, which it treats as a dropped client; the client sees EOF.
             environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
             return Response(b"", status=200)
         return _scripted_response(scripted)
+
+
+def _alive(call_control_id: str) -> dict[str, Any]:
+    """GET /v2/calls/<id> for a call that is up (script "status" for anything else)."""
+    return {
+        "data": {
+            "record_type": "call",
+            "call_control_id": call_control_id,
+            "is_alive": True,
+            "call_duration": 1,
+        }
+    }
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
