@@ -81,8 +81,10 @@ UPDATE telnyx_outbox
 """
 
 STATS = """
-SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(next_attempt_at)), 0)
-  FROM telnyx_outbox WHERE done_at IS NULL AND next_attempt_at <= now()
+SELECT count(*),
+       COALESCE(EXTRACT(EPOCH FROM now() - min(next_attempt_at)
+                        FILTER (WHERE next_attempt_at <= now())), 0)
+  FROM telnyx_outbox WHERE done_at IS NULL
 """
 
 
@@ -149,8 +151,18 @@ class Outbox:
         self._wake.clear()
 
     def deliver_due(self, limit: int = 20) -> list[str]:
-        """Send every due command (up to `limit`); return their outcomes."""
-        return [self._deliver(command) for command in self._lease(None, None, limit)]
+        """Send due commands, up to `limit`, one lease at a time; return their outcomes.
+
+        One at a time, so a lease only covers the command being sent: a slow Telnyx never keeps
+        a batch of leased rows waiting until their leases run out and another worker sends them.
+        """
+        outcomes = []
+        for _ in range(limit):
+            leased = self._lease(None, None, 1)
+            if not leased:
+                break
+            outcomes.append(self._deliver(leased[0]))
+        return outcomes
 
     def deliver_now(self, call_control_id: str, action: str) -> str | None:
         """Send one call's owed command now if it is due; its outcome, or None if not due."""
@@ -168,7 +180,7 @@ class Outbox:
             return cur.fetchone() is not None
 
     def stats(self) -> tuple[int, float]:
-        """(commands due now, seconds the oldest of them has been due)."""
+        """(commands owed and not done, seconds the oldest due one has been due)."""
         with self.db.connection() as conn, conn.cursor() as cur:
             cur.execute(STATS)
             count, age = cur.fetchone()
@@ -223,12 +235,20 @@ class Outbox:
 
     def _send(self, command: OwedCommand) -> None:
         args = command.args
+        # One attempt, finished well inside the lease, so no other worker sends it meanwhile.
+        deadline = time.monotonic() + self.settings.lease_seconds * 0.8
         if command.action == "record_start":
             self.telnyx.record_start(
-                command.call_control_id, args["format"], args["channels"], attempts=1
+                command.call_control_id,
+                args["format"],
+                args["channels"],
+                attempts=1,
+                deadline=deadline,
             )
         else:
-            self.telnyx.reject(command.call_control_id, args["cause"], attempts=1)
+            self.telnyx.reject(
+                command.call_control_id, args["cause"], attempts=1, deadline=deadline
+            )
 
     def _failed(self, command: OwedCommand, error: TelnyxError) -> str:
         extra = {"call_control_id": command.call_control_id}
@@ -302,8 +322,13 @@ def run_delivery(outbox: Outbox, stop: threading.Event, interval_seconds: float 
 
 
 def _outbox_gauges(outbox: Outbox):
-    due, oldest = outbox.stats()
-    yield ("telnyx_flask_outbox_due", "Owed Telnyx commands due now (not yet sent)", {}, due)
+    depth, oldest = outbox.stats()
+    yield (
+        "telnyx_flask_outbox_depth",
+        "Owed Telnyx commands not yet done (due now, or waiting for a retry)",
+        {},
+        depth,
+    )
     yield (
         "telnyx_flask_outbox_oldest_due_seconds",
         "How long the oldest owed command has been due (0 when none is)",

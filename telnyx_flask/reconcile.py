@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 GONE_CAUSE = "ended_at_telnyx"
 NOT_ALIVE_CAUSE = "not_alive_at_telnyx"
 STATUS_DEADLINE_SECONDS = 5.0
+# A silent call Telnyx said is alive (or could not say) is asked about again after this.
+RECHECK_SECONDS = 300
 
 # Calls gone silent, leased for one check so that one worker asks Telnyx about each.
 SILENT_CALLS = """
@@ -37,8 +39,7 @@ UPDATE inbound_calls SET alive_checked_at = now()
        AND last_webhook_at < now() - make_interval(secs => CASE WHEN status = 'ringing'
                 THEN %(ringing)s ELSE %(answered)s END)
        AND (alive_checked_at IS NULL
-            OR alive_checked_at < now() - make_interval(secs => CASE WHEN status = 'ringing'
-                THEN %(ringing)s ELSE %(answered)s END))
+            OR alive_checked_at < now() - make_interval(secs => %(recheck)s))
      ORDER BY last_webhook_at
      LIMIT %(limit)s
      FOR UPDATE SKIP LOCKED)
@@ -92,6 +93,7 @@ class SilentCalls:
         params = {
             "ringing": self.ringing_after_seconds,
             "answered": self.answered_after_seconds,
+            "recheck": RECHECK_SECONDS,
             "limit": limit,
         }
         with self.db.connection() as conn, conn.cursor() as cur:

@@ -1,0 +1,250 @@
+"""Real faults against real parts: gunicorn (gevent workers), PostgreSQL, a Redis server of the
+test's own (so it can be flushed and killed), and the Telnyx simulator scripted to refuse,
+stall and lose webhooks. Each test is one scenario of DESIGN.md invariants 9-11."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+
+import pytest
+import redis
+import requests
+
+from telnyx_flask.embedded import start_redis
+
+from .servers import ready_simulator, running_stack
+from .sse_client import SseClient
+from .test_push import worker_pids
+
+# Short clocks, so that each scenario runs in seconds: backoff, leases, cool-down, silence.
+FAST_CLOCKS = {
+    "OUTBOX_BACKOFF_SECONDS": "0.2",
+    "OUTBOX_MAX_BACKOFF_SECONDS": "1",
+    "OUTBOX_LEASE_SECONDS": "3",
+    "TELNYX_BREAKER_FAILURES": "5",
+    "TELNYX_BREAKER_COOLDOWN_SECONDS": "3",
+    "CLAIM_LEASE_SECONDS": "10",
+    "SILENT_ANSWERED_CALL_SECONDS": "10",
+    "SILENT_CALL_CHECK_SECONDS": "0.5",
+}
+
+
+@pytest.fixture(scope="module")
+def own_redis():
+    """A Redis server for this module alone: FLUSHDB and SIGKILL touch nobody else's data."""
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(database_url, redis_prefix, own_redis):
+    overrides = {**FAST_CLOCKS, "REDIS_URL": own_redis.url}
+    with running_stack(database_url, redis_prefix, workers=2, **overrides) as stack:
+        yield stack
+
+
+@pytest.fixture
+def sim(stack, clean_storage, own_redis):
+    """The simulator, reset; the service's Redis emptied and its live state built again."""
+    redis.Redis.from_url(own_redis.url).flushdb()
+    assert requests.get(f"{stack[1].url}/readyz", timeout=10).status_code == 200
+    return ready_simulator(stack)
+
+
+@pytest.fixture
+def service(stack):
+    with requests.Session() as http:
+        http.base_url = stack[1].url
+        yield http
+
+
+def refuse(sim, action: str, status: int, *, code: str = "10007", times: int = 1) -> None:
+    response = sim.http.post(
+        f"{sim.url}/sim/refusals",
+        json={"action": action, "status": status, "code": code, "times": times},
+        timeout=5,
+    )
+    response.raise_for_status()
+
+
+def press(service, call: str, agent, action: str = "answer") -> requests.Response:
+    return service.post(
+        f"{service.base_url}/api/telnyx/calls/{call}/{action}", headers=agent.headers, timeout=30
+    )
+
+
+def pending(service, agent) -> list[dict]:
+    response = service.get(
+        f"{service.base_url}/api/telnyx/calls/pending", headers=agent.headers, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["calls"]
+
+
+def wait_for(condition, timeout: float, what: str):
+    """Poll a condition on real state (a row, a key) until it holds; its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)  # polling PostgreSQL/HTTP state: there is nothing to block on
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def log_row(db_rows, call: str) -> dict | None:
+    rows = db_rows(
+        "SELECT outcome, end_reason, recording_url FROM call_logs WHERE call_sid = %s", (call,)
+    )
+    return rows[0] if rows else None
+
+
+def test_record_start_refused_five_times_then_accepted_is_recorded(
+    sim, service, agent, db_rows
+):
+    refuse(sim, "record_start", 500, times=5)
+    call = sim.call()
+    sim.wait_delivered()
+    answered_at = time.monotonic()
+    assert press(service, call, agent).status_code == 200
+    commands = sim.commands("record_start", call, wait_for=6, timeout=30)
+    took = time.monotonic() - answered_at
+    assert [c["status"] for c in commands] == [500] * 5 + [200]
+    assert len({c["body"]["command_id"] for c in commands}) == 1
+    print(f"\nrecording started {took:.1f} s after Answer, on attempt 6 (5 refused with 500)")
+    sim.caller_hangs_up(call)
+    sim.wait_delivered()
+    row = wait_for(lambda: log_row(db_rows, call), 10, "the call's log row")
+    # call.recording.saved landed on the call's record.
+    assert row["outcome"] == "answered"
+    assert row["recording_url"].startswith(sim.url)
+
+
+def test_flushed_redis_is_rebuilt_and_the_call_rings_again_and_can_be_answered(
+    sim, service, agent, stack, own_redis
+):
+    call = sim.call()
+    sim.wait_delivered()
+    [before] = pending(service, agent)
+    page = SseClient(
+        f"{stack[1].url}/api/telnyx/events", {"Authorization": agent.headers["Authorization"]}
+    )
+    try:
+        assert page.next_event().event == "snapshot"
+        last_seen = page.last_event_id
+
+        redis.Redis.from_url(own_redis.url).flushdb()
+        flushed_at = time.monotonic()
+        [after] = wait_for(lambda: pending(service, agent), 10, "the call ringing again")
+        took = time.monotonic() - flushed_at
+        print(f"\nafter FLUSHDB the call was ringing again in {took:.2f} s")
+        assert after["call_control_id"] == call
+        # The ring timeout still counts from when the call first arrived.
+        assert after["ringing_since"] == before["ringing_since"]
+
+        # The open page is told to start again from a snapshot that has the call.
+        assert page.next_event(within=10).event == "reset"
+        snapshot = page.next_event()
+        assert snapshot.event == "snapshot"
+        assert [c["call_control_id"] for c in snapshot.json["calls"]] == [call]
+    finally:
+        page.close()
+
+    # A page that reconnects from before the flush gets the call too.
+    again = SseClient(
+        f"{stack[1].url}/api/telnyx/events",
+        {"Authorization": agent.headers["Authorization"], "Last-Event-ID": last_seen},
+    )
+    try:
+        frames = [again.next_event(), again.next_event()]
+        assert [f.event for f in frames] == ["reset", "snapshot"]
+        assert [c["call_control_id"] for c in frames[1].json["calls"]] == [call]
+    finally:
+        again.close()
+    assert press(service, call, agent).status_code == 200
+
+
+def test_telnyx_down_25_presses_send_few_commands_and_the_open_breaker_answers_at_once(
+    sim, service, agent, stack
+):
+    refuse(sim, "answer", 503, times=100)
+    call = sim.call()
+    sim.wait_delivered()
+    statuses, open_times = [], []
+    for _ in range(25):
+        started = time.monotonic()
+        response = press(service, call, agent)
+        elapsed = time.monotonic() - started
+        statuses.append(response.status_code)
+        if response.status_code == 503:
+            assert response.json()["error"]["code"] == "telnyx_unavailable"
+            assert int(response.headers["Retry-After"]) >= 1
+            open_times.append(elapsed)
+    sent = len(sim.commands("answer", call))
+    median_ms = statistics.median(open_times) * 1000
+    print(
+        f"\n25 presses with Telnyx answering 503: {sent} commands sent; "
+        f"{len(open_times)} answered by the open breaker, median {median_ms:.1f} ms "
+        f"(max {max(open_times) * 1000:.1f} ms)"
+    )
+    assert sent <= 12
+    assert statuses.count(503) >= 20
+    ready = requests.get(f"{stack[1].url}/readyz", timeout=5).json()
+    assert ready["status"] == "ready"  # Telnyx down must not take the service out of rotation
+    assert ready["detail"]["telnyx_circuit"] in ("open", "half_open")
+
+
+def test_metrics_show_the_outbox_and_the_breaker(sim, service, agent, stack):
+    text = requests.get(f"{stack[1].url}/metrics", timeout=5).text
+    assert "telnyx_flask_outbox_depth 0.0" in text
+    assert 'telnyx_flask_telnyx_circuit_state{state="closed"} 1.0' in text
+
+
+@pytest.fixture
+def short_ring_stack(database_url, redis_prefix, clean_storage, own_redis):
+    redis.Redis.from_url(own_redis.url).flushdb()
+    overrides = {**FAST_CLOCKS, "REDIS_URL": own_redis.url, "RING_TIMEOUT_SECONDS": "5"}
+    with running_stack(database_url, redis_prefix, workers=2, **overrides) as stack:
+        yield stack
+
+
+def test_a_call_telnyx_says_is_over_never_rings_again(short_ring_stack, agent, db_rows):
+    """Every reject answered 422/90018 (the hangup was lost): the call is ended and logged, and
+    no page rings again when the claim would have gone stale."""
+    simulator, server = short_ring_stack
+    refuse(simulator, "reject", 422, code="90018", times=100)
+    call = simulator.call()
+    row = wait_for(lambda: log_row(db_rows, call), 20, "the call's log row")
+    assert (row["outcome"], row["end_reason"]) == ("missed", "ended_at_telnyx")
+    page = SseClient(
+        f"{server.url}/api/telnyx/events", {"Authorization": agent.headers["Authorization"]}
+    )
+    try:
+        assert page.next_event().json["calls"] == []
+        # Watch past a claim lease and a ring timeout: the old ghost re-rang after the lease.
+        watch_until = time.monotonic() + int(FAST_CLOCKS["CLAIM_LEASE_SECONDS"]) + 6
+        while (remaining := watch_until - time.monotonic()) > 0:
+            try:
+                frame = page.next_event(within=remaining)
+            except (TimeoutError, OSError):
+                break
+            assert frame.event not in ("call.ringing", "call.released"), frame
+    finally:
+        page.close()
+    assert len(simulator.commands("reject", call)) == 1
+    with requests.Session() as http:
+        calls = http.get(
+            f"{server.url}/api/telnyx/calls/pending", headers=agent.headers, timeout=5
+        ).json()["calls"]
+    assert calls == []
+
+
+def kill_workers(server) -> list[int]:
+    victims = worker_pids(server.process.pid)
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    return victims
