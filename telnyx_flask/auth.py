@@ -18,7 +18,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from .db import get_db
 from .errors import ApiError, StorageUnavailable
 from .live import REDIS_ERRORS, get_live
-from .request_body import json_object
+from .request_body import SURROGATE, is_storable_text, json_object
 
 TOKEN_SALT = "telnyx-flask.bearer"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -217,8 +217,17 @@ def login():
     email, password = body.get("email"), body.get("password")
     if not isinstance(email, str) or not email.strip() or len(email) > 320:
         raise ApiError("email is required", code="invalid_email")
+    if not is_storable_text(email):
+        raise ApiError(
+            "email must not contain NUL or unpaired surrogate characters", code="invalid_email"
+        )
     if not isinstance(password, str) or not password or len(password) > 1024:
         raise ApiError("password is required", code="invalid_password")
+    # No password can be set with a lone surrogate in it (it cannot be hashed); a NUL can.
+    if SURROGATE.search(password):
+        raise ApiError(
+            "password must not contain unpaired surrogate characters", code="invalid_password"
+        )
     check_login_rate(email)
     row = find_user(email=email.strip())
     # Same answer, and the same hashing work, whether or not the email exists.

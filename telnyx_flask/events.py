@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .errors import BadWebhook
+from .request_body import is_storable_text, parse_json, storable_text
 
 # Telnyx event types acted on, and the effect each has on a call (the names apply_call_event uses).
 CALL_INITIATED = "call.initiated"
@@ -34,6 +34,11 @@ ANNOUNCED_ANSWERED = "call.answered"
 
 # Leg roles: the caller's leg is the call; the transfer leg is the one Telnyx creates for an agent.
 CALLER_LEG, TRANSFER_LEG = "caller", "transfer"
+
+# Telnyx stamps events as they happen. A time further than this from the server's clock is not a
+# time, and two such times decades apart would overflow a call's talk time (PostgreSQL keeps it
+# as an integer number of seconds: 68 years at most).
+FARTHEST_FROM_NOW = timedelta(days=30 * 365)
 
 
 @dataclass(frozen=True)
@@ -66,36 +71,58 @@ class WebhookEvent:
 
 
 def _string(payload: dict[str, Any], key: str, limit: int = 1024) -> str | None:
+    """A payload field as storable text. A caller sets some fields (caller_id_name is the SIP
+    display name), so a NUL or lone surrogate in one is cleaned away, never a reason to refuse
+    the call: refused, Telnyx's retries would be refused too, and the call would never ring."""
     value = payload.get(key)
     if value is None or isinstance(value, (dict, list, bool)):
         return None
-    text = str(value).strip()
-    if "\x00" in text:
-        # PostgreSQL text cannot hold NUL; no retry would ever store it.
-        raise BadWebhook(f"payload.{key} contains a NUL character")
-    return text[:limit] or None
+    return storable_text(str(value)).strip()[:limit] or None
 
 
-def _timestamp(value: Any) -> datetime | None:
-    """An ISO 8601 timestamp with a zone, or None when absent or unreadable."""
+def _identifier(data: dict[str, Any], key: str) -> str:
+    """data.id or data.event_type, exactly as sent: Telnyx makes these, so one that PostgreSQL
+    cannot store is a malformed webhook, not something to repair."""
+    value = data.get(key)
+    if isinstance(value, str) and not is_storable_text(value):
+        raise BadWebhook(f"data.{key} contains a NUL or an unpaired surrogate character")
+    text = _string(data, key, 200)
+    if text is None:
+        raise BadWebhook(f"data.{key} is missing")
+    return text
+
+
+def _timestamp(value: Any, now: datetime) -> datetime | None:
+    """An ISO 8601 timestamp with a zone, in UTC; None when absent, unreadable or not within
+    FARTHEST_FROM_NOW of `now`.
+
+    In UTC because PostgreSQL refuses offsets of 16 hours or more, which Python reads happily.
+    """
     if not isinstance(value, str) or not value:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo is not None else None
+    if parsed.tzinfo is None:
+        return None
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 at +01:00 is year 0 in UTC
+        return None
+    return parsed if abs(parsed - now) <= FARTHEST_FROM_NOW else None
 
 
-def _occurred_at(data: dict[str, Any]) -> datetime:
+def _occurred_at(data: dict[str, Any], now: datetime) -> datetime:
     value = data.get("occurred_at")
     if value is None:
         # Telnyx always sends it; without it, receipt time is the best estimate there is.
-        return datetime.now(UTC)
-    parsed = _timestamp(value)
+        return now
+    parsed = _timestamp(value, now)
     if parsed is None:
         raise BadWebhook(
-            f"data.occurred_at must be an ISO 8601 timestamp with a zone, got {str(value)[:40]!r}"
+            "data.occurred_at must be an ISO 8601 timestamp with a zone, within"
+            f" {FARTHEST_FROM_NOW.days // 365} years of now, got {str(value)[:40]!r}"
         )
     return parsed
 
@@ -116,7 +143,7 @@ def _recording_url(payload: dict[str, Any]) -> str | None:
         if isinstance(urls, dict):
             for fmt in ("mp3", "wav"):
                 if isinstance(urls.get(fmt), str) and urls[fmt]:
-                    return urls[fmt]
+                    return storable_text(urls[fmt])
     return None
 
 
@@ -127,20 +154,16 @@ def parse_webhook(body: bytes) -> WebhookEvent:
     except UnicodeDecodeError:
         raise BadWebhook("body must be UTF-8 encoded JSON") from None
     try:
-        document = json.loads(text)
-    except ValueError:
-        raise BadWebhook("body is not valid JSON") from None
+        document = parse_json(text)
+    except ValueError as error:
+        raise BadWebhook(f"body is not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise BadWebhook("body must be a JSON object")
     data = document.get("data")
     if not isinstance(data, dict):
         raise BadWebhook("data is missing or not an object")
-    event_id = _string(data, "id", 200)
-    if event_id is None:
-        raise BadWebhook("data.id is missing")
-    event_type = _string(data, "event_type", 200)
-    if event_type is None:
-        raise BadWebhook("data.event_type is missing")
+    event_id = _identifier(data, "id")
+    event_type = _identifier(data, "event_type")
     payload = data.get("payload")
     if payload is None:
         payload = {}
@@ -148,11 +171,12 @@ def parse_webhook(body: bytes) -> WebhookEvent:
         raise BadWebhook("data.payload must be an object")
     meta = document.get("meta")
     attempt = meta.get("attempt") if isinstance(meta, dict) else None
+    now = datetime.now(UTC)
 
     event = WebhookEvent(
         event_id=event_id,
         event_type=event_type,
-        occurred_at=_occurred_at(data),
+        occurred_at=_occurred_at(data, now),
         attempt=attempt if isinstance(attempt, int) else None,
         call_control_id=_string(payload, "call_control_id"),
         call_leg_id=_string(payload, "call_leg_id"),
@@ -162,8 +186,8 @@ def parse_webhook(body: bytes) -> WebhookEvent:
         from_number=_string(payload, "from", 256),
         to_number=_string(payload, "to", 256),
         caller_id_name=_string(payload, "caller_id_name", 256),
-        start_time=_timestamp(payload.get("start_time")),
-        end_time=_timestamp(payload.get("end_time")),
+        start_time=_timestamp(payload.get("start_time"), now),
+        end_time=_timestamp(payload.get("end_time"), now),
         hangup_cause=_string(payload, "hangup_cause", 100),
         hangup_source=_string(payload, "hangup_source", 100),
         sip_hangup_cause=_string(payload, "sip_hangup_cause", 100),

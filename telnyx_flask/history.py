@@ -13,7 +13,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, jsonify, request
@@ -35,6 +35,9 @@ MAX_PHONE_LENGTH = 32
 MAX_CALL_ID_LENGTH = 256
 PHONE_CHARACTERS = re.compile(r"[0-9+().\-\s]+")
 LIMIT = re.compile(r"[0-9]{1,3}")
+# No time zone is further from UTC than Kiribati's +14:00; PostgreSQL refuses 16 h or more.
+MAX_UTC_OFFSET = timedelta(hours=14)
+WANT_TIMESTAMP = "must be an ISO 8601 timestamp with a time zone"
 
 # The sort key; the same expression as in sql/004's indexes, or they cannot serve the order.
 SORT_KEY = "COALESCE(cl.started_at, cl.created_at)"
@@ -111,10 +114,21 @@ class HistoryQuery:
 
 
 def _aware_timestamp(text: str) -> datetime:
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        raise ValueError("no time zone")
-    return parsed
+    """The instant an ISO 8601 timestamp with a real-world UTC offset names, in UTC; ValueError
+    saying what is wrong otherwise. PostgreSQL then only ever sees +00:00."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(WANT_TIMESTAMP) from None
+    offset = parsed.utcoffset()
+    if offset is None:
+        raise ValueError(WANT_TIMESTAMP)
+    if abs(offset) > MAX_UTC_OFFSET:
+        raise ValueError("must have a UTC offset from -14:00 to +14:00")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 at +01:00 is year 0 in UTC
+        raise ValueError("is out of range") from None
 
 
 def _limit(value: str) -> int:
@@ -174,11 +188,9 @@ def _phone(value: str) -> str:
 def _timestamp(name: str, value: str) -> datetime:
     try:
         return _aware_timestamp(value)
-    except ValueError:
+    except ValueError as error:
         hint = " (send + as %2B)" if " " in value else ""
-        raise InvalidParameter(
-            name, f"{name} must be an ISO 8601 timestamp with a time zone{hint}"
-        ) from None
+        raise InvalidParameter(name, f"{name} {error}{hint}") from None
 
 
 def parse_query(args: Any) -> HistoryQuery:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
 from collections.abc import Mapping
 
@@ -15,6 +16,9 @@ from .errors import BadSignature
 SIGNATURE_HEADER = "telnyx-signature-ed25519"
 TIMESTAMP_HEADER = "telnyx-timestamp"
 TOLERANCE_SECONDS = 300
+# Unix seconds in ASCII digits. int() alone would also take "1_0", "+5" and other scripts' digits,
+# and a few hundred digits overflow the float comparison with the clock.
+UNIX_SECONDS = re.compile(r"[0-9]{1,15}")
 
 
 class WebhookVerifier:
@@ -34,10 +38,10 @@ class WebhookVerifier:
         timestamp_text = headers.get(TIMESTAMP_HEADER)
         if not signature_text or not timestamp_text:
             raise BadSignature(f"{SIGNATURE_HEADER} and {TIMESTAMP_HEADER} headers are required")
-        try:
-            timestamp = int(timestamp_text.strip())
-        except ValueError:
-            raise BadSignature(f"{TIMESTAMP_HEADER} must be Unix seconds") from None
+        timestamp_text = timestamp_text.strip()
+        if not UNIX_SECONDS.fullmatch(timestamp_text):
+            raise BadSignature(f"{TIMESTAMP_HEADER} must be Unix seconds (up to 15 digits)")
+        timestamp = int(timestamp_text)
         now = time.time() if now is None else now
         if abs(now - timestamp) > self.tolerance_seconds:
             raise BadSignature(
@@ -50,7 +54,7 @@ class WebhookVerifier:
         if len(signature) != 64:
             raise BadSignature(f"{SIGNATURE_HEADER} is not an Ed25519 signature")
         try:
-            self._key.verify(timestamp_text.strip().encode() + b"|" + body, signature)
+            self._key.verify(timestamp_text.encode() + b"|" + body, signature)
         except BadSignatureError:
             raise BadSignature("signature does not match the body") from None
 

@@ -13,6 +13,7 @@ from flask.cli import AppGroup
 from werkzeug.security import generate_password_hash
 
 from .db import get_db
+from .request_body import is_storable_text
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Telnyx SIP usernames: letters, digits and a few marks, not starting with a digit.
@@ -20,6 +21,22 @@ SIP_USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{2,63}$")
 MIN_PASSWORD_LENGTH = 8
 # Telnyx ids are uuids or long digit strings; anything printable without spaces is let through.
 CREDENTIAL_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+
+
+def _check_storable(**fields: str | None) -> None:
+    """ValueError naming the first field PostgreSQL could not take (a NUL, a lone surrogate)."""
+    for label, value in fields.items():
+        if value is not None and not is_storable_text(value):
+            raise ValueError(f"{label} must not contain NUL or unpaired surrogate characters")
+
+
+def _storable_argument(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # A command-line argument that is not valid UTF-8 reaches Python as lone surrogates.
+    try:
+        _check_storable(**{param.name or "value": value})
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    return value
 
 
 def _check_phone(sip_username: str | None, credential_id: str | None) -> None:
@@ -37,6 +54,7 @@ def create_user(
     telephony_credential_id: str | None = None,
 ) -> str:
     """Insert an agent and return its id; ValueError for bad input or a taken email."""
+    _check_storable(email=email, name=name, password=password)
     if not EMAIL.match(email):
         raise ValueError(f"not an email address: {email!r}")
     if not name.strip():
@@ -66,6 +84,7 @@ def set_phone(email: str, sip_username: str | None, telephony_credential_id: str
     """Change where an agent's calls go; None leaves a field as it is, "" clears it."""
     sip = sip_username or None
     credential_id = telephony_credential_id or None
+    _check_storable(email=email)
     _check_phone(sip, credential_id)
     with get_db().connection() as conn, conn.cursor() as cur:
         cur.execute(
@@ -96,8 +115,8 @@ users_cli = AppGroup("users", help="Agent accounts.")
 
 
 @users_cli.command("create")
-@click.option("--email", required=True)
-@click.option("--name", required=True)
+@click.option("--email", required=True, callback=_storable_argument)
+@click.option("--name", required=True, callback=_storable_argument)
 @click.option("--sip-username", default=None, help="The Telnyx SIP user the agent's phone uses.")
 @click.option("--telephony-credential-id", default=None, help=CREDENTIAL_HELP)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
@@ -133,7 +152,7 @@ def list_command() -> None:
 
 
 @users_cli.command("set-phone")
-@click.argument("email")
+@click.argument("email", callback=_storable_argument)
 @click.option("--sip-username", default=None, help="New SIP username ('' clears it).")
 @click.option("--telephony-credential-id", default=None, help=CREDENTIAL_HELP + " ('' clears it)")
 def set_phone_command(
@@ -150,7 +169,7 @@ def set_phone_command(
 
 
 @users_cli.command("set-password")
-@click.argument("email")
+@click.argument("email", callback=_storable_argument)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def set_password_command(email: str, password_stdin: bool) -> None:
     """Give an agent a new password (prompted for unless --password-stdin)."""
@@ -173,7 +192,7 @@ def set_password_command(email: str, password_stdin: bool) -> None:
 
 
 @users_cli.command("deactivate")
-@click.argument("email")
+@click.argument("email", callback=_storable_argument)
 def deactivate_command(email: str) -> None:
     """Deactivate an agent: sign-in and existing sessions stop working (403)."""
     with get_db().connection() as conn, conn.cursor() as cur:
