@@ -93,6 +93,19 @@ class Gunicorn:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def worker_pids(self) -> list[int]:
+        """The worker processes (the master's children), from /proc (Linux)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid:
+                    pids.append(int(entry.name))
+        return pids
+
 
 class Simulator:
     """`python -m telnyx_flask.simulator` on a free port, signing with `seed`."""
@@ -133,19 +146,52 @@ class Simulator:
         response.raise_for_status()
         return response.json()["call_control_id"]
 
-    def caller_hangs_up(self, call_control_id: str) -> None:
-        """The caller puts the phone down."""
+    def caller_hangs_up(self, call_control_id: str, deliver: bool = True) -> None:
+        """The caller puts the phone down; with deliver=False no webhook ever tells of it."""
         self.http.post(
-            f"{self.url}/sim/calls/{call_control_id}/hangup", timeout=5
-        ).raise_for_status()
-
-    def refuse(self, action: str, status: int, detail: str) -> None:
-        """Telnyx answers the next `action` command with this error."""
-        self.http.post(
-            f"{self.url}/sim/refusals",
-            json={"action": action, "status": status, "detail": detail},
+            f"{self.url}/sim/calls/{call_control_id}/hangup",
+            json={"deliver": deliver},
             timeout=5,
         ).raise_for_status()
+
+    def refuse(
+        self,
+        action: str,
+        status: int,
+        detail: str = "refused by the simulator",
+        *,
+        code: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """Telnyx answers the next `times` `action` commands (or "status" lookups) with this."""
+        body = {"action": action, "status": status, "detail": detail, "times": times}
+        if code is not None:
+            body["code"] = code
+        self.http.post(f"{self.url}/sim/refusals", json=body, timeout=5).raise_for_status()
+
+    def delay(self, action: str, seconds: float, times: int = 1) -> None:
+        """Telnyx takes `seconds` over each of the next `times` `action` commands (or "status")."""
+        self.http.post(
+            f"{self.url}/sim/delays",
+            json={"action": action, "seconds": seconds, "times": times},
+            timeout=5,
+        ).raise_for_status()
+
+    def delayed(self, wait_for: int | None = None, timeout: float = 20) -> list[dict]:
+        """Requests held back by delay(); with wait_for, block until that many have been."""
+        params = {} if wait_for is None else {"wait_for": wait_for, "timeout": timeout}
+        response = self.http.get(f"{self.url}/sim/delays", params=params, timeout=timeout + 5)
+        assert response.status_code == 200, response.text
+        return response.json()["delayed"]
+
+    def call_status(self, call_control_id: str) -> dict:
+        """GET /v2/calls/<id> as the service sends it: {"data": {...}} or {"errors": [...]}."""
+        response = self.http.get(
+            f"{self.api_base}/calls/{call_control_id}",
+            headers={"Authorization": "Bearer KEY_TEST"},
+            timeout=5,
+        )
+        return response.json()
 
     def wait_delivered(self, timeout: float = 20) -> None:
         """Block until every webhook queued so far has been delivered."""

@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import uuid
 import wave
 from collections.abc import Iterator
@@ -107,9 +108,37 @@ class Sim:
         self.ok(ids["call_control_id"], "transfer", {"to": AGENT})
         return ids
 
-    def caller_hangs_up(self, call_control_id: str) -> requests.Response:
-        """The simulated caller hangs up."""
-        return self.http.post(f"{self.url}/sim/calls/{call_control_id}/hangup")
+    def caller_hangs_up(self, call_control_id: str, **body: Any) -> requests.Response:
+        """The simulated caller hangs up (body: {"deliver": false} loses its webhooks)."""
+        return self.http.post(
+            f"{self.url}/sim/calls/{call_control_id}/hangup", json=body if body else None
+        )
+
+    def status(self, call_control_id: str, api_key: str | None = API_KEY) -> requests.Response:
+        """GET /v2/calls/<id> the way the service's client does."""
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key is not None else {}
+        return self.http.get(f"{self.url}/v2/calls/{call_control_id}", headers=headers)
+
+    def delay(self, action: str, seconds: float, times: int = 1) -> None:
+        """POST /sim/delays."""
+        response = self.http.post(
+            f"{self.url}/sim/delays", json={"action": action, "seconds": seconds, "times": times}
+        )
+        assert response.status_code == 201, response.text
+
+    def refuse(self, action: str, status: int, code: str, times: int = 1) -> None:
+        """POST /sim/refusals."""
+        response = self.http.post(
+            f"{self.url}/sim/refusals",
+            json={"action": action, "status": status, "code": code, "times": times},
+        )
+        assert response.status_code == 201, response.text
+
+    def wait_delayed(self, n: int) -> list[dict[str, Any]]:
+        """Block until n requests have been held back by a delay; return them."""
+        response = self.http.get(f"{self.url}/sim/delays", params={"wait_for": n, "timeout": 10})
+        assert response.status_code == 200, response.text
+        return response.json()["delayed"]
 
     def configure_delivery(self, **options: Any) -> None:
         """POST /sim/delivery."""
@@ -946,3 +975,291 @@ def test_reset_forgets_queued_refusals(sim):
     sim.http.post(f"{sim.url}/sim/refusals", json={"action": "answer"}).raise_for_status()
     sim.reset()
     sim.ok(sim.call()["call_control_id"], "answer")
+
+
+# --- call status -------------------------------------------------------------------------------
+
+STATUS_KEYS = {
+    "record_type",
+    "call_control_id",
+    "call_leg_id",
+    "call_session_id",
+    "client_state",
+    "is_alive",
+    "call_duration",
+    "start_time",
+    "end_time",
+}
+
+
+def call_status(response: requests.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    assert response.json().keys() == {"data"}
+    return response.json()["data"]
+
+
+def test_status_of_a_ringing_call_is_alive_with_no_duration(sim):
+    ids = sim.call()
+
+    status = call_status(sim.status(ids["call_control_id"]))
+
+    assert status.keys() == STATUS_KEYS
+    assert status["record_type"] == "call"
+    assert {key: status[key] for key in ids} == ids
+    assert (status["is_alive"], status["call_duration"], status["end_time"]) == (True, 0, None)
+    [initiated] = sim.webhooks(ids["call_session_id"])
+    assert status["start_time"] == initiated.payload["start_time"]
+    assert status["client_state"] is None
+
+
+def test_status_of_an_answered_call_is_alive_with_its_client_state(sim):
+    ids = sim.call()
+    sim.ok(ids["call_control_id"], "answer", {"client_state": "YWdlbnQ9YWxpY2U="})
+
+    status = call_status(sim.status(ids["call_control_id"]))
+
+    assert status["is_alive"] is True
+    assert status["client_state"] == "YWdlbnQ9YWxpY2U="
+    assert isinstance(status["call_duration"], int) and status["call_duration"] >= 0
+    assert status["end_time"] is None
+
+
+def test_status_of_ended_legs_is_not_alive_with_the_hangup_end_time(sim):
+    ids = sim.bridged_call()
+    caller = ids["call_control_id"]
+    agent = sim.state(caller)["legs"][1]["call_control_id"]
+    assert call_status(sim.status(agent))["is_alive"] is True
+
+    sim.ok(caller, "hangup")
+
+    hangups = [h for h in sim.webhooks(ids["call_session_id"]) if h.event_type == "call.hangup"]
+    end_times = {h.payload["call_control_id"]: h.payload["end_time"] for h in hangups}
+    for leg in (caller, agent):
+        status = call_status(sim.status(leg))
+        assert status["is_alive"] is False
+        assert status["end_time"] == end_times[leg]
+        assert isinstance(status["call_duration"], int) and status["call_duration"] >= 0
+
+
+def test_status_of_an_unknown_call_is_422_invalid_call_control_id(sim):
+    response = sim.status("v3:no-such-call")
+
+    assert telnyx_error(response) == (422, "90015")
+    assert response.json()["errors"][0]["title"] == "Invalid Call Control ID"
+
+
+@pytest.mark.parametrize("api_key", [None, "KEY_SOMEONE_ELSE"])
+def test_status_without_the_api_key_is_refused_with_401(sim, api_key):
+    ids = sim.call()
+
+    assert telnyx_error(sim.status(ids["call_control_id"], api_key=api_key)) == (401, "10009")
+
+
+def test_status_lookups_are_recorded_apart_from_commands(sim):
+    ids = sim.call()
+    caller = ids["call_control_id"]
+    sim.status(caller)
+    sim.status("v3:no-such-call")
+
+    response = sim.http.get(
+        f"{sim.url}/sim/status-lookups", params={"wait_for": 2, "call_control_id": ""}
+    )
+
+    assert response.status_code == 200
+    lookups = response.json()["data"]
+    assert [
+        (x["call_control_id"], x["status"], x["error_code"], x["is_alive"]) for x in lookups
+    ] == [
+        (caller, 200, None, True),
+        ("v3:no-such-call", 422, "90015", None),
+    ]
+    assert sim.http.get(f"{sim.url}/sim/commands").json()["data"] == []
+    assert sim.state(caller)["commands"] == []
+
+
+def test_a_queued_refusal_applies_to_the_next_status_lookup(sim):
+    ids = sim.call()
+    sim.refuse("status", 503, "10007")
+
+    assert telnyx_error(sim.status(ids["call_control_id"])) == (503, "10007")
+    assert call_status(sim.status(ids["call_control_id"]))["is_alive"] is True
+
+
+# --- a slow Telnyx -----------------------------------------------------------------------------
+
+
+def test_a_delayed_command_waits_while_other_calls_are_handled_at_once(sim):
+    slow, other = sim.call(), sim.call()
+    sim.delay("answer", 2)
+    answered: dict[str, Any] = {}
+
+    def answer() -> None:
+        started = time.monotonic()
+        answered["response"] = sim.command(slow["call_control_id"], "answer")
+        answered["took"] = time.monotonic() - started
+        answered["done_at"] = time.monotonic()
+
+    waiter = threading.Thread(target=answer)
+    waiter.start()
+    [held] = sim.wait_delayed(1)
+    started = time.monotonic()
+    sim.ok(other["call_control_id"], "hangup")
+    assert call_status(sim.status(other["call_control_id"]))["is_alive"] is False
+    hangup_took, hangup_done_at = time.monotonic() - started, time.monotonic()
+    waiter.join(timeout=15)
+
+    assert (held["action"], held["call_control_id"]) == ("answer", slow["call_control_id"])
+    assert hangup_took < 1.0
+    assert answered["took"] >= 2.0
+    assert hangup_done_at < answered["done_at"]
+    assert answered["response"].status_code == 200
+    assert [leg["state"] for leg in sim.state(slow["call_control_id"])["legs"]] == ["answered"]
+    # Only the next one was delayed.
+    started = time.monotonic()
+    sim.ok(sim.call()["call_control_id"], "answer")
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_delayed_command_runs_even_when_the_client_gave_up_waiting(sim):
+    ids = sim.call()
+    caller = ids["call_control_id"]
+    sim.delay("answer", 1)
+
+    with pytest.raises(requests.ReadTimeout):
+        requests.post(
+            f"{sim.url}/v2/calls/{caller}/actions/answer",
+            json={},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=0.2,
+        )
+
+    response = sim.http.get(
+        f"{sim.url}/sim/commands", params={"action": "answer", "wait_for": 1, "timeout": 10}
+    )
+    [command] = response.json()["data"]
+    assert (command["call_control_id"], command["status"]) == (caller, 200)
+    assert event_types(sim.webhooks(ids["call_session_id"])) == [
+        "call.initiated",
+        "call.answered",
+    ]
+
+
+def test_a_delayed_command_with_a_queued_refusal_is_refused_after_the_wait(sim):
+    ids = sim.call()
+    caller = ids["call_control_id"]
+    sim.delay("answer", 1)
+    sim.refuse("answer", 503, "10007")
+
+    started = time.monotonic()
+    response = sim.command(caller, "answer")
+
+    assert time.monotonic() - started >= 1.0
+    assert telnyx_error(response) == (503, "10007")
+    assert [leg["state"] for leg in sim.state(caller)["legs"]] == ["parked"]
+    started = time.monotonic()
+    sim.ok(caller, "answer")
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_delayed_status_lookup_waits_then_answers(sim):
+    ids = sim.call()
+    sim.delay("status", 1)
+
+    started = time.monotonic()
+    status = call_status(sim.status(ids["call_control_id"]))
+
+    assert time.monotonic() - started >= 1.0
+    assert status["is_alive"] is True
+    [held] = sim.http.get(f"{sim.url}/sim/delays").json()["delayed"]
+    assert (held["action"], held["seconds"], held["waiting"]) == ("status", 1.0, False)
+
+
+def test_reset_forgets_queued_delays_and_ends_the_waits_in_progress(sim):
+    ids = sim.call()
+    sim.delay("answer", 60, times=2)
+    answered: dict[str, Any] = {}
+
+    def answer() -> None:
+        answered["response"] = sim.command(ids["call_control_id"], "answer")
+
+    waiter = threading.Thread(target=answer)
+    started = time.monotonic()
+    waiter.start()
+    sim.wait_delayed(1)
+    sim.http.post(f"{sim.url}/sim/reset").raise_for_status()
+    waiter.join(timeout=15)
+
+    assert time.monotonic() - started < 10
+    assert telnyx_error(answered["response"]) == (500, "10007")
+    # The reset forgot the command that waited across it, and the delay still queued.
+    assert sim.http.get(f"{sim.url}/sim/commands").json()["data"] == []
+    assert sim.http.get(f"{sim.url}/sim/delays").json() == {
+        "queued": {},
+        "delayed": [],
+        "complete": True,
+    }
+    sim.ok(sim.call()["call_control_id"], "answer")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"seconds": 2},
+        {"action": "speak", "seconds": 2},
+        {"action": "answer"},
+        {"action": "answer", "seconds": 0},
+        {"action": "answer", "seconds": 121},
+        {"action": "answer", "seconds": "2"},
+        {"action": "answer", "seconds": True},
+        {"action": "answer", "seconds": 2, "times": 0},
+    ],
+)
+def test_bad_delay_requests_are_400(sim, body):
+    response = sim.http.post(f"{sim.url}/sim/delays", json=body)
+
+    assert response.status_code == 400
+    assert sim.http.get(f"{sim.url}/sim/delays").json()["queued"] == {}
+
+
+# --- a hangup Telnyx never tells of ------------------------------------------------------------
+
+
+def test_lost_hangup_ends_both_legs_and_saves_the_recording_without_any_webhook(sim):
+    ids = sim.bridged_call()
+    caller = ids["call_control_id"]
+    sim.ok(caller, "record_start", {"format": "mp3", "channels": "dual"})
+    before = sim.webhooks(ids["call_session_id"])
+
+    response = sim.caller_hangs_up(caller, deliver=False)
+
+    assert response.status_code == 200
+    assert response.json()["state"] == "ended"
+    assert sim.webhooks(ids["call_session_id"]) == before
+    sent = {delivery["event_type"] for delivery in sim.settle()}
+    assert sent.isdisjoint({"call.hangup", "call.recording.saved"})
+    legs = sim.state(caller)["legs"]
+    assert [leg["state"] for leg in legs] == ["ended", "ended"]
+    assert legs[0]["recordings"][0]["ended_at"] is not None
+    for leg in legs:
+        assert call_status(sim.status(leg["call_control_id"]))["is_alive"] is False
+    response = sim.command(caller, "reject", {"cause": "CALL_REJECTED"})
+    assert telnyx_error(response) == (422, "90018")
+    assert sim.caller_hangs_up(caller).status_code == 409
+
+
+def test_hangup_with_deliver_true_sends_the_webhooks_as_usual(sim):
+    ids = sim.call()
+
+    sim.caller_hangs_up(ids["call_control_id"], deliver=True).raise_for_status()
+
+    assert event_types(sim.webhooks(ids["call_session_id"])) == ["call.initiated", "call.hangup"]
+
+
+@pytest.mark.parametrize("body", [{"deliver": "no"}, {"deliver": False, "cause": "busy"}])
+def test_bad_hangup_requests_are_400_and_change_nothing(sim, body):
+    ids = sim.call()
+
+    response = sim.http.post(f"{sim.url}/sim/calls/{ids['call_control_id']}/hangup", json=body)
+
+    assert response.status_code == 400
+    assert call_status(sim.status(ids["call_control_id"]))["is_alive"] is True

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, current_app, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from .api_faults import Delays, Refusals
 from .calls import DEDUP_SECONDS, DEFAULT_CONNECTION_ID, CallControl
 from .delivery import Delivery
 from .errors import BAD_REQUEST, RESOURCE_NOT_FOUND, UNEXPECTED_ERROR, TelnyxApiError
@@ -37,28 +37,6 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 }
 
 
-class Refusals:
-    """Errors to answer the next commands of an action with, instead of running them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queued: dict[str, list[TelnyxApiError]] = {}
-
-    def add(self, action: str, error: TelnyxApiError, times: int) -> None:
-        with self._lock:
-            self._queued.setdefault(action, []).extend([error] * times)
-
-    def take(self, action: str) -> TelnyxApiError | None:
-        """The error the next `action` command gets, if one is queued."""
-        with self._lock:
-            queued = self._queued.get(action)
-            return queued.pop(0) if queued else None
-
-    def clear(self) -> None:
-        with self._lock:
-            self._queued.clear()
-
-
 @dataclass
 class Simulator:
     """The simulator's parts, kept in app.extensions["telnyx_simulator"]."""
@@ -69,15 +47,19 @@ class Simulator:
     public_key: str
     api_key: str | None
     refusals: Refusals = field(default_factory=Refusals)
+    delays: Delays = field(default_factory=Delays)
 
     def reset(self) -> None:
         """Forget every call, command and delivery, and turn chaos off."""
+        # First, so requests still held back give up instead of acting on the new run's calls.
+        self.delays.clear()
         self.calls.reset()
         self.delivery.reset()
         self.refusals.clear()
 
     def close(self) -> None:
-        """Stop the delivery thread."""
+        """Stop the delivery thread, and let requests still held back give up."""
+        self.delays.clear()
         self.delivery.close()
 
 

@@ -1,4 +1,8 @@
-"""The Telnyx Call Control v2 API, as the service's TelnyxClient calls it."""
+"""The Telnyx Call Control v2 API, as the service's TelnyxClient calls it.
+
+Commands and status lookups take, in the order they arrive, any delay and refusal queued for
+their action (api_faults); a delay is waited out without holding the calls' lock.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from nacl.signing import SigningKey
 
-from . import get_simulator
+from . import Simulator, get_simulator
+from .api_faults import ResetWhileWaiting
+from .calls import STATUS_LOOKUP
 from .errors import AUTHENTICATION_FAILED, BAD_REQUEST, INVALID_JSON, TelnyxApiError
 
 bp = Blueprint("telnyx_api", __name__, url_prefix="/v2")
@@ -43,20 +49,33 @@ def _json_object() -> dict[str, Any]:
     return body
 
 
+def _slow_or_refused(simulator: Simulator, action: str, call_control_id: str) -> None:
+    """Wait out a queued delay, then raise a queued refusal; both taken on arrival."""
+    delay = simulator.delays.take(action, call_control_id)
+    refusal = simulator.refusals.take(action)
+    if delay is not None:
+        # A client that gives up meanwhile does not stop the request: Telnyx has received it.
+        simulator.delays.wait(delay)
+    if refusal is not None:
+        raise refusal
+
+
 @bp.post("/calls/<call_control_id>/actions/<action>")
 def command(call_control_id: str, action: str):
     """Run a Call Control command; every command is recorded with the status it got."""
     simulator = get_simulator()
     body: dict[str, Any] | None = None
-    status, error_code, outcome = 200, None, None
+    status: int | None = 200
+    error_code, outcome = None, None
     try:
         _authenticate(simulator.api_key)
         body = _json_object()
-        refusal = simulator.refusals.take(action)
-        if refusal is not None:
-            raise refusal
+        _slow_or_refused(simulator, action, call_control_id)
         outcome = simulator.calls.execute(action, call_control_id, body)
         return jsonify(OK_BODY)
+    except ResetWhileWaiting:
+        status = None  # the reset forgot everything before it, this command too
+        raise
     except TelnyxApiError as error:
         status, error_code = error.status, error.code
         raise
@@ -64,9 +83,38 @@ def command(call_control_id: str, action: str):
         status = 500
         raise
     finally:
-        simulator.calls.record_command(
-            action, call_control_id, body, status, error_code=error_code, outcome=outcome
-        )
+        if status is not None:
+            simulator.calls.record_command(
+                action, call_control_id, body, status, error_code=error_code, outcome=outcome
+            )
+
+
+@bp.get("/calls/<call_control_id>")
+def call_status(call_control_id: str):
+    """Retrieve a call status: is the leg alive, and for how long it has talked."""
+    simulator = get_simulator()
+    status: int | None = 200
+    error_code, is_alive = None, None
+    try:
+        _authenticate(simulator.api_key)
+        _slow_or_refused(simulator, STATUS_LOOKUP, call_control_id)
+        call = simulator.calls.status(call_control_id)
+        is_alive = call["is_alive"]
+        return jsonify({"data": call})
+    except ResetWhileWaiting:
+        status = None  # the reset forgot everything before it, this lookup too
+        raise
+    except TelnyxApiError as error:
+        status, error_code = error.status, error.code
+        raise
+    except Exception:
+        status = 500
+        raise
+    finally:
+        if status is not None:
+            simulator.calls.record_status_lookup(
+                call_control_id, status, error_code=error_code, is_alive=is_alive
+            )
 
 
 def _b64url(data: bytes) -> str:

@@ -34,6 +34,8 @@ INCOMING, OUTGOING = "incoming", "outgoing"
 PARKED, BRIDGING, ANSWERED, BRIDGED, ENDED = "parked", "bridging", "answered", "bridged", "ended"
 
 ACTIONS = ("answer", "transfer", "reject", "hangup", "record_start", "record_stop")
+# The name refusals and delays use for GET /v2/calls/<id>, which is not a command.
+STATUS_LOOKUP = "status"
 TRANSFER_MODES = ("answer", "busy", "no-answer")
 RECORD_FORMATS = ("mp3", "wav")
 RECORD_CHANNELS = ("single", "dual")
@@ -114,6 +116,26 @@ class Leg:
     def ended(self) -> bool:
         """True once the leg has hung up."""
         return self.state == ENDED
+
+    def status(self, now: datetime) -> dict[str, Any]:
+        """The leg as GET /v2/calls/<id> shows it (Telnyx's Call object)."""
+        # Counted from the answer: Telnyx's documented example has a call_duration shorter than
+        # end_time - start_time, and a call that only rang has nobody talking to time.
+        if self.answered_at is None:
+            duration = 0
+        else:
+            duration = int(((self.end_time or now) - self.answered_at).total_seconds())
+        return {
+            "record_type": "call",
+            "call_control_id": self.call_control_id,
+            "call_leg_id": self.call_leg_id,
+            "call_session_id": self.call_session_id,
+            "client_state": self.client_state,
+            "is_alive": not self.ended,
+            "call_duration": duration,
+            "start_time": events.timestamp(self.start_time),
+            "end_time": events.timestamp(self.end_time) if self.end_time else None,
+        }
 
     def snapshot(self, recording_urls: Callable[[str], dict[str, str]]) -> dict[str, Any]:
         """The leg as GET /sim/calls shows it."""
@@ -269,10 +291,13 @@ class CallControl:
         self._legs: dict[str, Leg] = {}
         self._sessions: dict[str, list[str]] = {}
         self._commands: list[dict[str, Any]] = []
+        self._status_lookups: list[dict[str, Any]] = []
         self._seen_command_ids: dict[tuple[str, str], float] = {}
         self._recordings: dict[str, Recording] = {}
         self._last_moment = datetime.now(UTC)
         self.transfer_mode = "answer"
+        # False only during a hangup whose webhooks are lost (remote_hangup(deliver=False)).
+        self._delivering = True
 
     # --- simulated callers -------------------------------------------------------------------
 
@@ -310,21 +335,27 @@ class CallControl:
                 "call_session_id": leg.call_session_id,
             }
 
-    def remote_hangup(self, call_control_id: str) -> dict[str, Any]:
+    def remote_hangup(self, call_control_id: str, *, deliver: bool = True) -> dict[str, Any]:
         """The far end of a leg hangs up: the caller on leg A, the agent's phone on leg B."""
+        # deliver=False: the legs end all the same, but none of the webhooks this causes
+        # (call.hangup, call.recording.saved) is sent, as when Telnyx gives up delivering them.
         with self._lock:
             leg = self._legs.get(call_control_id)
             if leg is None:
                 raise KeyError(call_control_id)
             if leg.ended:
                 raise CallStateError("the call has already ended")
-            if leg.direction == OUTGOING:
-                self._hang_up(leg, "normal_clearing", "callee", "200")
-            elif leg.state == PARKED:
-                # A caller giving up before anyone answered cancels the INVITE (SIP 487).
-                self._hang_up(leg, "originator_cancel", "caller", "487")
-            else:
-                self._hang_up(leg, "normal_clearing", "caller", "200")
+            self._delivering = deliver
+            try:
+                if leg.direction == OUTGOING:
+                    self._hang_up(leg, "normal_clearing", "callee", "200")
+                elif leg.state == PARKED:
+                    # A caller giving up before anyone answered cancels the INVITE (SIP 487).
+                    self._hang_up(leg, "originator_cancel", "caller", "487")
+                else:
+                    self._hang_up(leg, "normal_clearing", "caller", "200")
+            finally:
+                self._delivering = True
             return leg.snapshot(self._urls)
 
     # --- Call Control commands ---------------------------------------------------------------
@@ -356,6 +387,37 @@ class CallControl:
                 # Only commands that took effect count: a refused one may be sent again.
                 self._seen_command_ids[key] = time.monotonic()
             return "ok"
+
+    def status(self, call_control_id: str) -> dict[str, Any]:
+        """What GET /v2/calls/<id> answers; TelnyxApiError (422, 90015) for an unknown leg."""
+        with self._lock:
+            leg = self._legs.get(call_control_id)
+            if leg is None:
+                raise TelnyxApiError(
+                    422, INVALID_CALL_CONTROL_ID, f"no call with call_control_id {call_control_id}"
+                )
+            return leg.status(datetime.now(UTC))
+
+    def record_status_lookup(
+        self,
+        call_control_id: str,
+        status: int,
+        *,
+        error_code: str | None = None,
+        is_alive: bool | None = None,
+    ) -> None:
+        """Remember a GET /v2/calls/<id> and what it answered, and wake anyone waiting for it."""
+        with self._lock:
+            self._status_lookups.append(
+                {
+                    "call_control_id": call_control_id,
+                    "status": status,
+                    "error_code": error_code,
+                    "is_alive": is_alive,
+                    "received_at": events.timestamp(datetime.now(UTC)),
+                }
+            )
+            self._lock.notify_all()
 
     def record_command(
         self,
@@ -506,7 +568,8 @@ class CallControl:
         self._sessions.setdefault(leg.call_session_id, []).append(leg.call_control_id)
 
     def _emit(self, data: dict[str, Any], leg: Leg) -> None:
-        self._sink.enqueue(data, leg.call_session_id)
+        if self._delivering:
+            self._sink.enqueue(data, leg.call_session_id)
 
     def _now(self) -> datetime:
         # Strictly increasing, so no two events of a call share an occurred_at.
@@ -565,6 +628,13 @@ class CallControl:
             and (call_control_id is None or c["call_control_id"] == call_control_id)
         ]
 
+    def _lookups_of(self, call_control_id: str | None) -> list[dict[str, Any]]:
+        return [
+            lookup
+            for lookup in self._status_lookups
+            if call_control_id is None or lookup["call_control_id"] == call_control_id
+        ]
+
     def commands(
         self, action: str | None = None, call_control_id: str | None = None
     ) -> list[dict[str, Any]]:
@@ -586,12 +656,28 @@ class CallControl:
             )
             return self._matching(action, call_control_id), arrived
 
+    def status_lookups(self, call_control_id: str | None = None) -> list[dict[str, Any]]:
+        """The GET /v2/calls/<id> received so far, optionally for one leg."""
+        with self._lock:
+            return self._lookups_of(call_control_id)
+
+    def wait_for_status_lookups(
+        self, n: int, call_control_id: str | None = None, timeout: float = 5.0
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Block until at least n matching lookups arrived; return them and whether they did."""
+        with self._lock:
+            arrived = self._lock.wait_for(
+                lambda: len(self._lookups_of(call_control_id)) >= n, timeout=timeout
+            )
+            return self._lookups_of(call_control_id), arrived
+
     def reset(self) -> None:
-        """Forget every call, command and recording; the agent's phone answers again."""
+        """Forget every call, command, status lookup and recording; the agent's phone answers."""
         with self._lock:
             self._legs.clear()
             self._sessions.clear()
             self._commands.clear()
+            self._status_lookups.clear()
             self._seen_command_ids.clear()
             self._recordings.clear()
             self.transfer_mode = "answer"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
 
 from . import audio, get_simulator
-from .calls import E164, TRANSFER_MODES, CallStateError
+from .calls import ACTIONS, E164, STATUS_LOOKUP, TRANSFER_MODES, CallStateError
 from .delivery import Delivery
 from .errors import BAD_REQUEST, ErrorCode, TelnyxApiError
 
@@ -16,6 +17,9 @@ bp = Blueprint("simulator_control", __name__)
 MAX_WAIT_SECONDS = 60.0
 MAX_CALLER_NAME = 128
 CALL_FIELDS = {"from", "to", "caller_name", "transfer_behaviour", "delivery"}
+HANGUP_FIELDS = {"deliver"}
+MAX_TIMES = 100
+DELAYABLE = (*ACTIONS, STATUS_LOOKUP)
 
 
 def _json_object() -> dict[str, Any]:
@@ -96,9 +100,17 @@ def show_call(call_control_id: str):
 
 @bp.post("/sim/calls/<call_control_id>/hangup")
 def remote_hangup(call_control_id: str):
-    """The caller (leg A) or the agent's phone (leg B) hangs up."""
+    """The caller or the agent's phone hangs up; with {"deliver": false} no webhook tells of it."""
+    # No body at all is the common case (curl -X POST), and means deliver as usual.
+    body = _json_object() if request.get_data(cache=True).strip() else {}
+    unknown = set(body) - HANGUP_FIELDS
+    if unknown:
+        abort(400, description=f"unknown field(s): {', '.join(sorted(unknown))}")
+    deliver = body.get("deliver", True)
+    if not isinstance(deliver, bool):
+        abort(400, description="'deliver' must be true or false")
     try:
-        leg = get_simulator().calls.remote_hangup(call_control_id)
+        leg = get_simulator().calls.remote_hangup(call_control_id, deliver=deliver)
     except KeyError:
         abort(404, description="no call with that call_control_id")
     except CallStateError as error:
@@ -118,23 +130,54 @@ def transfer_behaviour():
     return jsonify({"mode": calls.transfer_mode})
 
 
+def _times(body: dict[str, Any]) -> int:
+    times = body.get("times", 1)
+    if isinstance(times, bool) or not isinstance(times, int) or not 1 <= times <= MAX_TIMES:
+        abort(400, description=f"times must be between 1 and {MAX_TIMES}")
+    return times
+
+
 @bp.post("/sim/refusals")
 def refuse_commands():
-    """Answer the next `times` commands of `action` with this error instead of running them."""
+    """Answer the next `times` commands of `action` (or "status" lookups) with this error."""
     body = _json_object()
     action = body.get("action")
     status = body.get("status", 422)
-    times = body.get("times", 1)
     if not isinstance(action, str) or not action:
-        abort(400, description="action is required (answer, transfer, reject, hangup...)")
+        abort(400, description="action is required (answer, transfer, reject, hangup, status...)")
     if not isinstance(status, int) or not 400 <= status <= 599:
         abort(400, description="status must be an HTTP error status (400-599)")
-    if not isinstance(times, int) or not 1 <= times <= 100:
-        abort(400, description="times must be between 1 and 100")
+    times = _times(body)
     code = ErrorCode(str(body.get("code", BAD_REQUEST.code)), str(body.get("title", "Refused")))
     detail = str(body.get("detail", "refused by the simulator"))
     get_simulator().refusals.add(action, TelnyxApiError(status, code, detail), times)
     return jsonify({"action": action, "status": status, "times": times}), 201
+
+
+@bp.route("/sim/delays", methods=["GET", "POST"])
+def delays():
+    """POST: hold the next `times` requests of `action` back; GET: those held (and wait_for=N)."""
+    faults = get_simulator().delays
+    if request.method == "GET":
+        wait_for = _number_arg("wait_for", int, 0, 100_000)
+        timeout = _number_arg("timeout", float, 0, MAX_WAIT_SECONDS)
+        if wait_for is None:
+            return jsonify({**faults.snapshot(), "complete": True})
+        found, complete = faults.wait_for_delayed(wait_for, 5.0 if timeout is None else timeout)
+        return jsonify({**found, "complete": complete}), 200 if complete else 408
+    body = _json_object()
+    action = body.get("action")
+    seconds = body.get("seconds")
+    if action not in DELAYABLE:
+        abort(400, description=f"action must be one of {', '.join(DELAYABLE)}")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        abort(400, description="seconds must be a number")
+    times = _times(body)
+    try:
+        faults.add(action, seconds, times)
+    except ValueError as error:
+        abort(400, description=str(error))
+    return jsonify({"action": action, "seconds": seconds, "times": times}), 201
 
 
 @bp.route("/sim/delivery", methods=["GET", "POST"])
@@ -149,20 +192,39 @@ def delivery_settings():
         abort(400, description=str(error))
 
 
+def _received(
+    read: Callable[[], list[dict[str, Any]]],
+    wait: Callable[[int, float], tuple[list[dict[str, Any]], bool]],
+):
+    wait_for = _number_arg("wait_for", int, 0, 100_000)
+    timeout = _number_arg("timeout", float, 0, MAX_WAIT_SECONDS)
+    if wait_for is None:
+        return jsonify({"data": read(), "complete": True})
+    found, complete = wait(wait_for, 5.0 if timeout is None else timeout)
+    return jsonify({"data": found, "complete": complete}), 200 if complete else 408
+
+
 @bp.get("/sim/commands")
 def commands():
     """Commands received; with wait_for=N, block until N match or `timeout` s pass (then 408)."""
     calls = get_simulator().calls
     action = request.args.get("action") or None
     call_control_id = request.args.get("call_control_id") or None
-    wait_for = _number_arg("wait_for", int, 0, 100_000)
-    timeout = _number_arg("timeout", float, 0, MAX_WAIT_SECONDS)
-    if wait_for is None:
-        return jsonify({"data": calls.commands(action, call_control_id), "complete": True})
-    found, complete = calls.wait_for_commands(
-        wait_for, action, call_control_id, 5.0 if timeout is None else timeout
+    return _received(
+        lambda: calls.commands(action, call_control_id),
+        lambda n, timeout: calls.wait_for_commands(n, action, call_control_id, timeout),
     )
-    return jsonify({"data": found, "complete": complete}), 200 if complete else 408
+
+
+@bp.get("/sim/status-lookups")
+def status_lookups():
+    """GET /v2/calls/<id> received; wait_for=N and timeout as for /sim/commands."""
+    calls = get_simulator().calls
+    call_control_id = request.args.get("call_control_id") or None
+    return _received(
+        lambda: calls.status_lookups(call_control_id),
+        lambda n, timeout: calls.wait_for_status_lookups(n, call_control_id, timeout),
+    )
 
 
 @bp.get("/sim/deliveries")
@@ -180,7 +242,7 @@ def deliveries():
 
 @bp.post("/sim/reset")
 def reset():
-    """Forget every call, command and delivery; chaos off; the agent's phone answers."""
+    """Forget every call, command, delivery, refusal and delay; chaos off; the phone answers."""
     get_simulator().reset()
     return jsonify({"result": "ok"})
 
