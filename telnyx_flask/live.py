@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -345,14 +346,19 @@ class Claim:
     ringing_since_ms: int | None = None  # when it started ringing here (a fresh claim)
 
 
+STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+
+
 def parse_stream_id(value: str | None) -> tuple[int, int] | None:
-    """A Redis stream id "ms-seq" as a comparable pair, or None when malformed."""
-    if not value or len(value) > 41:
+    """A Redis stream id "ms-seq" as a comparable pair, or None when malformed.
+
+    ASCII digits only: str.isdigit() also takes "²" and Arabic-Indic digits, which int() or
+    Redis then refuse.
+    """
+    match = STREAM_ID.fullmatch(value) if value else None
+    if match is None:
         return None
-    ms, _, seq = value.partition("-")
-    if not ms.isdigit() or not seq.isdigit():
-        return None
-    return int(ms), int(seq)
+    return int(match.group(1)), int(match.group(2))
 
 
 def _text(value: Any) -> Any:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2.errors
 from psycopg2.extras import Json
 
 from .db import Database
+from .errors import BadWebhook
 from .events import WebhookEvent
 
 APPLY_CALL_EVENT = """
@@ -69,9 +71,15 @@ def record_event(
         "recording_url": event.recording_url,
         "record_calls": record_calls,
     }
-    with db.connection() as conn, conn.cursor() as cur:
-        cur.execute(APPLY_CALL_EVENT, params)
-        result = cur.fetchone()[0]
+    try:
+        with db.connection() as conn, conn.cursor() as cur:
+            cur.execute(APPLY_CALL_EVENT, params)
+            result = cur.fetchone()[0]
+    except psycopg2.errors.UniqueViolation:
+        # Only a body that names another session's call_control_id gets here: no retry helps.
+        raise BadWebhook(
+            "payload.call_control_id already belongs to another call_session_id"
+        ) from None
     return RecordedEvent(
         result["duplicate"], result["leg"], result["call"], bool(result.get("owed"))
     )

@@ -685,3 +685,21 @@ def hostile_webhooks(draw) -> bytes:
 def test_signed_hostile_webhooks_never_get_a_5xx(client, no_storage_errors, raw):
     response = post_raw_webhook(client, raw)
     assert_not_5xx(response, "POST", WEBHOOK)
+
+
+@pytest.mark.parametrize("value", ["²-1", "١-١", "1-٣", "-1", "1-", "1" * 21 + "-0"])
+def test_stream_ids_in_other_digits_or_too_long_are_malformed(value):
+    from telnyx_flask.live import parse_stream_id
+
+    assert parse_stream_id(value) is None
+
+
+def test_a_resume_point_in_other_digits_gets_a_reset_not_a_broken_stream(app, agent):
+    from telnyx_flask.push import StreamSettings, event_stream
+
+    with app.app_context():
+        frames = event_stream(app.extensions["push"], "²-1", StreamSettings())
+        first = [next(frames) for _ in range(3)]
+        frames.close()
+    assert b"event: reset" in first[1]
+    assert b"event: snapshot" in first[2]

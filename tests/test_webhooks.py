@@ -225,7 +225,12 @@ def test_every_key_has_a_ttl_or_a_cap(post_webhook, redis_client, redis_prefix):
     for body in answered_call_events() + abandoned_call_events():
         post_webhook(body)
     post_webhook(renamed([load_fixture("01_call.initiated.json")], "-still-ringing")[0])
+    # The one key without a lifetime: the live-state generation marker, a single small string
+    # whose loss means "rebuild from PostgreSQL".
+    marker = f"{redis_prefix}live:generation"
     for key in redis_client.scan_iter(match=f"{redis_prefix}*"):
+        if key == marker:
+            continue
         kind = redis_client.type(key)
         if kind == "hash":
             assert redis_client.ttl(key) > 0, key
@@ -369,3 +374,15 @@ def test_wrong_method_and_unknown_path_answer_json(client):
     response = client.get("/api/nothing-here")
     assert response.status_code == 404
     assert response.is_json
+
+
+def test_a_call_control_id_claimed_by_two_sessions_is_400_not_500(post_webhook, db_rows):
+    assert post_webhook(load_fixture("01_call.initiated.json")).status_code == 200
+    other = load_fixture("01_call.initiated.json")
+    other["data"]["id"] += "-other"
+    other["data"]["payload"]["call_session_id"] += "-other"
+    other["data"]["payload"]["call_leg_id"] += "-other"
+    response = post_webhook(other)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "malformed_webhook"
+    assert db_rows("SELECT count(*) AS n FROM inbound_calls") == [{"n": 1}]
