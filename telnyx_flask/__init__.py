@@ -57,6 +57,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         db,
         errors,
         history,
+        lifecycle,
         live,
         metrics,
         openapi,
@@ -79,6 +80,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     live.init_app(app, app.config.get("REDIS_CLIENT"))
+    lifecycle.init_app(app)
     telnyx_api.init_app(app)
     outbox.init_app(app)
     background.init_app(app)

@@ -8,6 +8,7 @@ from .auth import agent_required, current_agent
 from .calls import answer_call, decline_call, end_call, ringing_calls, sip_uri_for
 from .db import get_db
 from .errors import ApiError
+from .lifecycle import WorkerDraining, get_draining
 from .live import get_live
 from .push import StreamSettings, event_stream, get_hub
 from .request_body import json_object
@@ -34,6 +35,9 @@ def pending_calls():
 @agent_required
 def events():
     """Server-Sent Events: a snapshot (or catch-up from Last-Event-ID), then live call events."""
+    if get_draining().is_draining:
+        # A stream opened here would end at once; the page retries and reaches another worker.
+        raise WorkerDraining()
     config = current_app.config
     last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     settings = StreamSettings(

@@ -1,4 +1,5 @@
-"""Each worker's background work: loops started with the first request it serves.
+"""Each worker's background work: loops started when the worker boots (gunicorn.conf.py), or
+with the first request a process serves under another server.
 
 - live state: rebuild Redis from PostgreSQL when its generation marker is gone (every second);
 - ring timeout: reject calls that rang too long, give back stale claims (every second);
@@ -70,11 +71,11 @@ class BackgroundWork:
                 ),
             ]
 
-    def stop(self) -> None:
-        """End the loops (each finishes the step it is in)."""
+    def stop(self, wait: bool = True) -> None:
+        """End the loops (each finishes the step it is in); `wait` for them to."""
         self._stop.set()
         self.outbox.nudge()
-        if self._pid == os.getpid():
+        if wait and self._pid == os.getpid():
             for thread in self._threads:
                 thread.join(timeout=5)
         self._threads = []
@@ -100,9 +101,17 @@ class BackgroundWork:
         return loop
 
 
+def start_background_work(app: Flask) -> None:
+    """Start this process's loops now, if BACKGROUND_TASKS is on (gunicorn's post_worker_init:
+    a worker that serves no request still delivers what is owed)."""
+    if app.config["BACKGROUND_TASKS"]:
+        app.extensions["background"].start()
+
+
 def init_app(app: Flask) -> None:
     """Create the ring timeout, silent-call check and the loops; start them with the first
-    request when BACKGROUND_TASKS is on (tests that drive each step by hand turn it off)."""
+    request when BACKGROUND_TASKS is on (tests that drive each step by hand turn it off), and
+    stop them when the worker drains (a new worker takes over what they were doing)."""
     config = app.config
     db, live, outbox = app.extensions["database"], app.extensions["live"], app.extensions["outbox"]
     ring_timeouts = RingTimeouts(
@@ -121,6 +130,8 @@ def init_app(app: Flask) -> None:
     app.extensions["ring_timeouts"] = ring_timeouts
     app.extensions["silent_calls"] = silent_calls
     app.extensions["background"] = work
+    # No new step starts once the worker stops; a command being sent finishes or its lease ends.
+    app.extensions["lifecycle"].on_start(lambda: work.stop(wait=False))
     if config["BACKGROUND_TASKS"]:
 
         @app.before_request

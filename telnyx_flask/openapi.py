@@ -344,7 +344,11 @@ PATHS: dict[str, Any] = {
                 "200": {
                     "description": SUMMARY_OF_EVENTS,
                     "content": {"text/event-stream": {"schema": STRING}},
-                }
+                },
+                "503": error(
+                    "PostgreSQL or Redis unavailable, or this server is shutting down (code "
+                    "draining): reconnect after Retry-After, with Last-Event-ID"
+                ),
             },
             parameters=[
                 {"name": "Last-Event-ID", "in": "header", "schema": STRING},
@@ -492,7 +496,8 @@ PATHS: dict[str, Any] = {
                 "200": ok({"type": "object", "properties": {"status": {"const": "ready"}}}),
                 "503": ok(
                     {"type": "object", "properties": {"checks": {"type": "object"}}},
-                    "a dependency does not answer; `checks` says which",
+                    "a dependency does not answer (`checks` says which), or this worker is "
+                    "stopping (`status`: draining)",
                 ),
             },
             agent=False,

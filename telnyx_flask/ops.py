@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify
 
 from .db import get_db
 from .errors import StorageUnavailable
+from .lifecycle import get_draining
 from .live import REDIS_ERRORS, get_live
 from .live_rebuild import ensure_live_state
 
@@ -28,7 +29,8 @@ SAFE_EVICTION_POLICY = "noeviction"
 
 @bp.get("/readyz")
 def readyz():
-    """Ready when PostgreSQL and Redis both answer; 503 naming the one that does not.
+    """Ready when PostgreSQL and Redis both answer; 503 naming the one that does not, or
+    saying "draining" while this worker stops.
 
     A Redis that lost its data is rebuilt from PostgreSQL here first, so a worker that says
     ready serves the calls PostgreSQL knows. `detail` reports what does not decide readiness:
@@ -65,5 +67,9 @@ def readyz():
     if telnyx is not None and telnyx.breaker is not None and checks["redis"] == "ok":
         detail["telnyx_circuit"] = telnyx.breaker.state()
     ready = all(value == "ok" for value in checks.values())
-    body = {"status": "ready" if ready else "unavailable", "checks": checks, "detail": detail}
+    status = "ready" if ready else "unavailable"
+    if get_draining().is_draining:
+        # Stopping: the load balancer must send nothing new here, whatever the stores say.
+        ready, status = False, "draining"
+    body = {"status": status, "checks": checks, "detail": detail}
     return jsonify(body), 200 if ready else 503

@@ -68,6 +68,7 @@ class SseClient:
             return
         size = int(self._read_until(b"\r\n").split(b";")[0], 16)
         if size == 0:
+            self._read_until(b"\r\n")  # the (empty) trailer's end: the response is over
             raise ConnectionError("stream ended")
         while len(self._buffer) < size + 2:
             chunk = self.sock.recv(65536)
@@ -113,6 +114,24 @@ class SseClient:
     def events(self, count: int) -> list[Frame]:
         """The next `count` events."""
         return [self.next_event() for _ in range(count)]
+
+    def frames_until_end(self) -> list[Frame]:
+        """Every frame until the server ends the stream (socket.timeout if it does not)."""
+        frames = []
+        while True:
+            try:
+                frames.append(self.next_frame())
+            except ConnectionError:
+                return frames
+
+    def server_closed(self) -> bool:
+        """True when the server closes the connection (within the read timeout), sending nothing."""
+        if self._buffer:
+            return False
+        try:
+            return self.sock.recv(1) == b""
+        except TimeoutError:
+            return False
 
     def serving_pid(self, candidates: list[int]) -> int | None:
         """Which of these processes holds the server end of this connection (Linux /proc)."""

@@ -75,7 +75,10 @@ def test_answered_recorded_call_hung_up_by_the_agent(sim, service, agent, db_row
     assert log["recording_url"].startswith(sim.url)
     assert requests.get(log["recording_url"], timeout=5).status_code == 200
     actions = [c["action"] for c in sim.commands(call_control_id=call)]
-    assert actions == ["answer", "transfer", "record_start", "hangup"]
+    # record_start follows the call.answered webhook, so it may overtake the transfer.
+    assert [a for a in actions if a != "record_start"] == ["answer", "transfer", "hangup"]
+    assert actions.count("record_start") == 1
+    assert actions.index("record_start") > actions.index("answer")
 
 
 def test_caller_hangs_up_during_the_call(sim, service, agent, db_rows):

@@ -17,7 +17,6 @@ from telnyx_flask.embedded import start_redis
 
 from .servers import ready_simulator, running_stack
 from .sse_client import SseClient
-from .test_push import worker_pids
 
 # Short clocks, so that each scenario runs in seconds: backoff, leases, cool-down, silence.
 FAST_CLOCKS = {
@@ -26,7 +25,6 @@ FAST_CLOCKS = {
     "OUTBOX_LEASE_SECONDS": "3",
     "TELNYX_BREAKER_FAILURES": "5",
     "TELNYX_BREAKER_COOLDOWN_SECONDS": "3",
-    "CLAIM_LEASE_SECONDS": "10",
     "SILENT_ANSWERED_CALL_SECONDS": "10",
     "SILENT_CALL_CHECK_SECONDS": "0.5",
 }
@@ -71,6 +69,15 @@ def refuse(sim, action: str, status: int, *, code: str = "10007", times: int = 1
     response.raise_for_status()
 
 
+def delay(sim, action: str, seconds: float, times: int = 1) -> None:
+    response = sim.http.post(
+        f"{sim.url}/sim/delays",
+        json={"action": action, "seconds": seconds, "times": times},
+        timeout=5,
+    )
+    response.raise_for_status()
+
+
 def press(service, call: str, agent, action: str = "answer") -> requests.Response:
     return service.post(
         f"{service.base_url}/api/telnyx/calls/{call}/{action}", headers=agent.headers, timeout=30
@@ -103,9 +110,7 @@ def log_row(db_rows, call: str) -> dict | None:
     return rows[0] if rows else None
 
 
-def test_record_start_refused_five_times_then_accepted_is_recorded(
-    sim, service, agent, db_rows
-):
+def test_record_start_refused_five_times_then_accepted_is_recorded(sim, service, agent, db_rows):
     refuse(sim, "record_start", 500, times=5)
     call = sim.call()
     sim.wait_delivered()
@@ -207,7 +212,12 @@ def test_metrics_show_the_outbox_and_the_breaker(sim, service, agent, stack):
 @pytest.fixture
 def short_ring_stack(database_url, redis_prefix, clean_storage, own_redis):
     redis.Redis.from_url(own_redis.url).flushdb()
-    overrides = {**FAST_CLOCKS, "REDIS_URL": own_redis.url, "RING_TIMEOUT_SECONDS": "5"}
+    overrides = {
+        **FAST_CLOCKS,
+        "REDIS_URL": own_redis.url,
+        "RING_TIMEOUT_SECONDS": "5",
+        "CLAIM_LEASE_SECONDS": "10",
+    }
     with running_stack(database_url, redis_prefix, workers=2, **overrides) as stack:
         yield stack
 
@@ -226,7 +236,7 @@ def test_a_call_telnyx_says_is_over_never_rings_again(short_ring_stack, agent, d
     try:
         assert page.next_event().json["calls"] == []
         # Watch past a claim lease and a ring timeout: the old ghost re-rang after the lease.
-        watch_until = time.monotonic() + int(FAST_CLOCKS["CLAIM_LEASE_SECONDS"]) + 6
+        watch_until = time.monotonic() + 10 + 6
         while (remaining := watch_until - time.monotonic()) > 0:
             try:
                 frame = page.next_event(within=remaining)
@@ -244,7 +254,93 @@ def test_a_call_telnyx_says_is_over_never_rings_again(short_ring_stack, agent, d
 
 
 def kill_workers(server) -> list[int]:
-    victims = worker_pids(server.process.pid)
+    victims = server.worker_pids()
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
     return victims
+
+
+def test_workers_killed_while_sending_record_start_another_worker_sends_it(
+    sim, service, agent, stack, db_rows
+):
+    """The worker acknowledged call.answered (record_start owed) and was sending it when it was
+    SIGKILLed; Telnyx never took that attempt. A new worker sends it when the lease runs out."""
+    server = stack[1]
+    delay(sim, "record_start", 2)  # long enough to kill the sender mid-request...
+    refuse(sim, "record_start", 503)  # ...and that attempt never takes effect at Telnyx
+    call = sim.call()
+    sim.wait_delivered()
+    assert press(service, call, agent).status_code == 200
+    wait_for(
+        lambda: db_rows(
+            "SELECT 1 FROM telnyx_outbox WHERE call_control_id = %s AND attempts >= 1", (call,)
+        ),
+        10,
+        "a worker sending record_start",
+    )
+    victims = kill_workers(server)
+    killed_at = time.monotonic()
+    commands = sim.commands("record_start", call, wait_for=2, timeout=30)
+    took = time.monotonic() - killed_at
+    assert sorted(c["status"] for c in commands) == [200, 503]
+    print(f"\nrecording started {took:.1f} s after the sending workers were SIGKILLed")
+    [row] = db_rows(
+        "SELECT outcome, attempts FROM telnyx_outbox WHERE call_control_id = %s", (call,)
+    )
+    assert row == {"outcome": "sent", "attempts": 2}
+    assert not set(server.worker_pids()) & set(victims)
+    sim.caller_hangs_up(call)
+    sim.wait_delivered()
+    assert wait_for(lambda: log_row(db_rows, call), 10, "the log row")["recording_url"]
+    server.wait_ready()
+
+
+def test_telnyx_taking_40_s_to_answer_costs_the_agent_under_10_s_and_no_one_else_takes_it(
+    sim, service, agent, make_agent, db_rows
+):
+    delay(sim, "answer", 40)
+    call = sim.call()
+    sim.wait_delivered()
+    started = time.monotonic()
+    response = press(service, call, agent)
+    elapsed = time.monotonic() - started
+    print(f"\nAnswer against a 40 s Telnyx answered {response.status_code} in {elapsed:.1f} s")
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "telnyx_timeout"
+    assert elapsed < 10
+    bob = press(service, call, make_agent("Bob"))
+    assert bob.status_code == 409
+    assert bob.json()["error"]["claimed_by"]["id"] == agent.id
+    # Telnyx acts on the answer at last: the caller is answered, the call is still Alice's.
+    wait_for(
+        lambda: db_rows(
+            "SELECT 1 FROM inbound_calls WHERE call_control_id = %s AND status = 'answered'",
+            (call,),
+        ),
+        60,
+        "Telnyx's late answer",
+    )
+    assert sim.commands("transfer", call) == []
+    # Alice presses again: only the transfer goes, once.
+    assert press(service, call, agent).status_code == 200
+    assert len(sim.commands("transfer", call)) == 1
+    assert len([c for c in sim.commands("answer", call) if not c["duplicate"]]) == 1
+
+
+def test_an_answered_call_whose_hangup_was_lost_is_ended_after_the_silence(
+    sim, service, agent, db_rows
+):
+    call = sim.call()
+    sim.wait_delivered()
+    assert press(service, call, agent).status_code == 200
+    sim.commands("record_start", call, wait_for=1)
+    sim.wait_delivered()
+    response = sim.http.post(
+        f"{sim.url}/sim/calls/{call}/hangup", json={"deliver": False}, timeout=5
+    )
+    response.raise_for_status()
+    lost_at = time.monotonic()
+    row = wait_for(lambda: log_row(db_rows, call), 40, "the call ended by the silence check")
+    took = time.monotonic() - lost_at
+    print(f"\nthe call whose hangup was lost was ended {took:.1f} s later (bound: 10 s)")
+    assert (row["outcome"], row["end_reason"]) == ("answered", "not_alive_at_telnyx")

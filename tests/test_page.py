@@ -118,10 +118,9 @@ def test_a_call_rings_on_both_pages_one_agent_answers_and_both_see_it_in_history
     expect(active.locator(".where")).to_have_text("Audio: sip:alice@sip.telnyx.com")
     expect(active.locator(".timer")).to_contain_text("On call 0:0")
     expect(card_a).to_have_count(0)
-    assert [c["action"] for c in sim.commands(call_control_id=call)][:2] == [
-        "answer",
-        "transfer",
-    ]
+    # record_start is owed by the call.answered webhook and may go before the transfer.
+    actions = [c["action"] for c in sim.commands(call_control_id=call)]
+    assert [a for a in actions if a != "record_start"][:2] == ["answer", "transfer"]
     save_screenshot(page_a.page, "docs/screenshots/in-call.png")
 
     active.get_by_role("button", name="Hang up").click()

@@ -8,13 +8,12 @@ import signal
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from telnyx_flask import create_app
-from telnyx_flask.push import StreamSettings, event_stream
+from telnyx_flask.push import PushHub, StreamSettings, event_stream
 
 from . import conftest
 from .conftest import (
@@ -27,20 +26,6 @@ from .conftest import (
 from .servers import Gunicorn, free_port
 from .sse_client import SseClient
 from .tcp_proxy import TcpProxy, through_proxy
-
-
-def worker_pids(master: int) -> list[int]:
-    """gunicorn's worker processes (children of the master)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                pids.append(int(entry))
-    return pids
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +96,7 @@ def test_a_fresh_stream_starts_with_retry_then_snapshot(stream, server, agent):
 
 
 def test_every_worker_pushes_what_a_webhook_to_any_worker_delivered(stream, server):
-    workers = worker_pids(server.process.pid)
+    workers = server.worker_pids()
     assert len(workers) == 4
     clients: dict[int, SseClient] = {}
     for _ in range(200):
@@ -174,7 +159,7 @@ def test_first_connection_may_resume_from_a_query_parameter(
 def test_clients_of_a_killed_worker_resume_elsewhere_and_lose_nothing(
     stream, server, redis_client, redis_prefix
 ):
-    workers = worker_pids(server.process.pid)
+    workers = server.worker_pids()
     victim = stream()
     victim.next_event()
     victim_pid = victim.serving_pid(workers)
@@ -187,12 +172,12 @@ def test_clients_of_a_killed_worker_resume_elsewhere_and_lose_nothing(
             victim.next_frame()
     deliver_calls(server, 5, "during")
     resumed = stream(**{"Last-Event-ID": last_seen})
-    assert resumed.serving_pid(workers + worker_pids(server.process.pid)) != victim_pid
+    assert resumed.serving_pid(workers + server.worker_pids()) != victim_pid
     frames = resumed.events(5)
     assert [f.id for f in frames] == stream_ids_after(redis_client, redis_prefix, last_seen)
     server.wait_ready()  # gunicorn replaces the worker; later tests want four again
     deadline = time.monotonic() + 30
-    while len(worker_pids(server.process.pid)) < 4 and time.monotonic() < deadline:
+    while len(server.worker_pids()) < 4 and time.monotonic() < deadline:
         time.sleep(0.1)  # watching the process table for the replacement worker
 
 
@@ -213,6 +198,74 @@ def test_aged_out_resume_point_gets_reset_then_snapshot(stream, server, redis_cl
     reset, snapshot = again.events(2)
     assert (reset.event, snapshot.event) == ("reset", "snapshot")
     assert len(snapshot.json["calls"]) == 3
+
+
+REBUILT = {"reason": "live state rebuilt from PostgreSQL"}
+
+
+def announce_reset(redis_client, redis_prefix) -> str:
+    """What the service writes to the stream once it rebuilt Redis's live state."""
+    return redis_client.xadd(
+        f"{redis_prefix}events", {"event": "reset", "data": json.dumps(REBUILT)}
+    )
+
+
+def test_a_reset_in_the_stream_makes_an_open_page_take_a_fresh_snapshot(
+    stream, server, redis_client, redis_prefix
+):
+    client = stream()
+    client.next_event()
+    [ringing] = deliver_calls(server, 1, "live-reset")
+    assert client.next_event().event == "call.ringing"
+    reset_id = announce_reset(redis_client, redis_prefix)
+    reset, snapshot = client.events(2)
+    assert (reset.event, reset.id, reset.json) == ("reset", None, REBUILT)
+    assert snapshot.event == "snapshot"
+    assert snapshot.id == reset_id  # the stream's newest: the page goes on from there
+    assert [call["call_control_id"] for call in snapshot.json["calls"]] == [ringing]
+    [after] = deliver_calls(server, 1, "after-live-reset")
+    frame = client.next_event()
+    assert (frame.event, frame.json["call_control_id"]) == ("call.ringing", after)
+    assert client.next_frame().comment == "ping"  # nothing twice
+
+
+def test_a_page_resuming_from_before_a_reset_gets_reset_and_snapshot_in_its_catch_up(
+    stream, server, redis_client, redis_prefix
+):
+    client = stream()
+    resume_from = client.next_event().id
+    client.close()
+    before = deliver_calls(server, 2, "catch-up-reset")
+    announce_reset(redis_client, redis_prefix)
+    after = deliver_calls(server, 1, "after-catch-up-reset")
+    again = stream(**{"Last-Event-ID": resume_from})
+    frames = again.events(4)
+    assert [f.event for f in frames] == ["call.ringing", "call.ringing", "reset", "snapshot"]
+    assert [f.json["call_control_id"] for f in frames[:2]] == before
+    assert frames[2].id is None
+    snapshot = frames[3]
+    assert snapshot.id == stream_ids_after(redis_client, redis_prefix, resume_from)[-1]
+    assert [c["call_control_id"] for c in snapshot.json["calls"]] == before + after
+    # The entry after the reset is in the snapshot, so it does not come again.
+    assert again.next_frame().comment == "ping"
+
+
+def test_pages_keep_receiving_after_redis_loses_the_stream(
+    stream, server, redis_client, redis_prefix
+):
+    client = stream()
+    client.next_event()
+    deliver_calls(server, 1, "before-flush")
+    assert client.next_event().event == "call.ringing"
+    # What FLUSHDB does to this test's keys (the whole server is shared with other runs).
+    conftest.empty_redis(redis_client, redis_prefix)
+    assert not redis_client.exists(f"{redis_prefix}events")
+    reset_id = announce_reset(redis_client, redis_prefix)
+    reset, snapshot = client.events(2)
+    assert (reset.event, snapshot.event) == ("reset", "snapshot")
+    assert (snapshot.id, snapshot.json["calls"]) == (reset_id, [])
+    [after] = deliver_calls(server, 1, "after-flush")
+    assert client.next_event().json["call_control_id"] == after
 
 
 def test_resume_point_from_the_future_gets_reset(stream):
@@ -341,3 +394,35 @@ def test_reader_survives_losing_redis_and_resumes_without_a_gap(
         hub.unsubscribe(page)
         hub.stop()
         proxy.close()
+
+
+def test_pages_take_a_snapshot_when_the_stream_comes_back_with_older_ids(
+    app, redis_client, redis_prefix, clean_storage
+):
+    # A flush, then a Redis whose clock is behind the old one's: the new ids are lower than
+    # any a page has seen, so no id comparison can tell the page what is new.
+    hub = PushHub(app.extensions["live"], block_ms=100)
+    key = f"{redis_prefix}events"
+    ahead = redis_client.xadd(
+        key, {"event": "call.ringing", "data": "{}"}, id=f"{int(time.time() * 1000) + 3_600_000}-0"
+    )
+    body = event_stream(hub, None, StreamSettings(heartbeat_seconds=0.2, lifetime_seconds=10))
+
+    def next_event() -> bytes:
+        for frame in body:
+            if frame != b": ping\n\n":
+                return frame
+        raise AssertionError("the stream ended")
+
+    try:
+        assert next_event().startswith(b"retry:")
+        assert next_event().startswith(f"id: {ahead}\nevent: snapshot".encode())
+        conftest.empty_redis(redis_client, redis_prefix)
+        behind = redis_client.xadd(key, {"event": "call.ringing", "data": "{}"})
+        assert next_event().startswith(b"event: reset\n")
+        assert next_event().startswith(f"id: {behind}\nevent: snapshot".encode())
+        later = redis_client.xadd(key, {"event": "call.ringing", "data": "{}"})
+        assert next_event().startswith(f"id: {later}\nevent: call.ringing".encode())
+    finally:
+        body.close()
+        hub.stop()

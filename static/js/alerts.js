@@ -127,6 +127,13 @@ export class Notifier {
     if (notification) notification.close();
     this.open.delete(callControlId);
   }
+
+  /** Close every notification but those of these calls (a snapshot replaced what was known). */
+  keepOnly(callControlIds) {
+    for (const id of [...this.open.keys()]) {
+      if (!callControlIds.has(id)) this.close(id);
+    }
+  }
 }
 
 /** Alternates the tab title while calls ring. */

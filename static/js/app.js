@@ -234,7 +234,10 @@ function handleEvent(type, data) {
   if (!data && type !== "reset") return;
   switch (type) {
     case "reset":
-      break; // the snapshot that follows is the truth
+      // The snapshot that follows is the truth for live calls; events missed meanwhile may
+      // include calls that were logged, so the history is fetched again too.
+      refreshHistory();
+      break;
     case "snapshot":
       replaceCalls(data.calls || []);
       break;
@@ -273,6 +276,10 @@ function replaceCalls(calls) {
   for (const id of state.leaving.keys()) {
     if (!state.calls.has(id)) state.leaving.delete(id);
   }
+  // A snapshot mid-stream (after a reset) can drop calls that were taken or ended meanwhile,
+  // with no event to close their desktop notifications.
+  const ringing = calls.filter((call) => call.status === "ringing");
+  notifier.keepOnly(new Set(ringing.map((call) => call.call_control_id)));
 }
 
 /** The call as known, updated with an event's data. */
