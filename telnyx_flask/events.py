@@ -28,9 +28,8 @@ EFFECTS = {
 # rank them the same way).
 RINGING, ANSWERING, ANSWERED, ENDED = "ringing", "answering", "answered", "ended"
 
-# The live-stream event that starts recording. The lua/ scripts name the events they announce
-# (call.ringing, call.claimed, call.released, call.answered, call.ended, call.recording).
-ANNOUNCED_ANSWERED = "call.answered"
+# The lua/ scripts name the events they announce (call.ringing, call.claimed, call.released,
+# call.answered, call.ended, call.recording, and reset after a rebuild).
 
 # Leg roles: the caller's leg is the call; the transfer leg is the one Telnyx creates for an agent.
 CALLER_LEG, TRANSFER_LEG = "caller", "transfer"

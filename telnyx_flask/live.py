@@ -329,7 +329,10 @@ class LiveState:
 
     def eviction_policy(self) -> str | None:
         """Redis's maxmemory-policy (from INFO, which managed services allow), None if unknown."""
-        info = self.client.info("memory")
+        try:
+            info = self.client.info("memory")
+        except redis.ResponseError:
+            return None  # INFO renamed away, or a stand-in (fakeredis) without it
         policy = info.get("maxmemory_policy")
         return _text(policy) if policy is not None else None
 

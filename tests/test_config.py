@@ -111,3 +111,43 @@ def test_startup_with_a_missing_setting_prints_one_line_naming_it(tmp_path):
         "telnyx-flask: configuration error: TELNYX_PUBLIC_KEY is required "
         "(base64 Ed25519 key from Telnyx)"
     ]
+
+
+def test_reliability_defaults():
+    config = config_from_environment(PRODUCTION)
+    assert config["TELNYX_ACTION_DEADLINE_SECONDS"] == 8.0
+    assert config["CLAIM_LEASE_SECONDS"] == 60
+    assert config["TELNYX_BREAKER_FAILURES"] == 5
+    assert config["TELNYX_BREAKER_COOLDOWN_SECONDS"] == 30.0
+    assert (config["OUTBOX_BACKOFF_SECONDS"], config["OUTBOX_MAX_BACKOFF_SECONDS"]) == (1.0, 300.0)
+    assert config["OUTBOX_LEASE_SECONDS"] == 30.0
+    # A ringing call is asked about two minutes after it should have timed out.
+    assert config["SILENT_RINGING_CALL_SECONDS"] == 30 + 120
+    assert config["SILENT_ANSWERED_CALL_SECONDS"] == 4 * 3600
+    assert config["BACKGROUND_TASKS"] is True
+
+
+def test_silent_ringing_bound_follows_the_ring_timeout():
+    config = config_from_environment({**PRODUCTION, "RING_TIMEOUT_SECONDS": "45"})
+    assert config["SILENT_RINGING_CALL_SECONDS"] == 165
+
+
+def test_a_deadline_longer_than_the_claim_lease_is_refused():
+    with pytest.raises(ConfigError, match=r"TELNYX_ACTION_DEADLINE_SECONDS .* CLAIM_LEASE_SECONDS"):
+        config_from_environment(
+            {**PRODUCTION, "TELNYX_ACTION_DEADLINE_SECONDS": "30", "CLAIM_LEASE_SECONDS": "20"}
+        )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("OUTBOX_BACKOFF_SECONDS", "soon", "OUTBOX_BACKOFF_SECONDS must be a number"),
+        ("OUTBOX_LEASE_SECONDS", "0", "OUTBOX_LEASE_SECONDS must be between 1 and 3600"),
+        ("TELNYX_BREAKER_FAILURES", "0", "TELNYX_BREAKER_FAILURES must be between 1 and 1000"),
+        ("BACKGROUND_TASKS", "maybe", "BACKGROUND_TASKS must be true or false"),
+    ],
+)
+def test_bad_reliability_settings_name_themselves(name, value, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_environment({**PRODUCTION, name: value})

@@ -344,3 +344,18 @@ def test_an_answered_call_whose_hangup_was_lost_is_ended_after_the_silence(
     took = time.monotonic() - lost_at
     print(f"\nthe call whose hangup was lost was ended {took:.1f} s later (bound: 10 s)")
     assert (row["outcome"], row["end_reason"]) == ("answered", "not_alive_at_telnyx")
+
+
+def test_readyz_warns_when_redis_may_evict_live_calls(stack, own_redis):
+    server = redis.Redis.from_url(own_redis.url)
+    ready = requests.get(f"{stack[1].url}/readyz", timeout=5).json()
+    assert ready["detail"]["redis_eviction_policy"] == "noeviction"
+    assert "warning" not in ready["detail"]
+    server.config_set("maxmemory-policy", "volatile-lru")
+    try:
+        ready = requests.get(f"{stack[1].url}/readyz", timeout=5).json()
+    finally:
+        server.config_set("maxmemory-policy", "noeviction")
+    assert ready["status"] == "ready"
+    assert ready["detail"]["redis_eviction_policy"] == "volatile-lru"
+    assert "can evict live calls" in ready["detail"]["warning"]

@@ -111,3 +111,21 @@ def test_readyz_rebuilds_a_lost_live_state(built, client, post_webhook, redis_cl
     lose_redis(redis_client, redis_prefix)
     assert client.get("/readyz").status_code == 200
     assert redis_client.hget(f"{redis_prefix}call:{CALLER}", "status") == "ringing"
+
+
+def test_readyz_answers_against_a_redis_without_info(settings):
+    """fakeredis (make run's last resort) has no INFO: the policy is unknown, not a 500."""
+    import fakeredis
+
+    from telnyx_flask import create_app
+
+    from .conftest import close_app
+
+    settings["REDIS_CLIENT"] = fakeredis.FakeRedis()
+    app = create_app(settings)
+    try:
+        response = app.test_client().get("/readyz")
+        assert response.status_code == 200
+        assert response.get_json()["detail"]["redis_eviction_policy"] is None
+    finally:
+        close_app(app)
