@@ -141,27 +141,7 @@ class LiveState:
         self, call_control_id: str, agent_id: str, agent_name: str, action: str, now_ms: int
     ) -> Claim:
         """Atomically move a ringing call to answering for one agent, announcing call.claimed."""
-        data = {
-            "call_control_id": call_control_id,
-            "agent": {"id": agent_id, "name": agent_name},
-            "action": action,
-        }
-        try:
-            reply = self._claim(
-                keys=self._claim_keys(call_control_id),
-                args=[
-                    agent_id,
-                    agent_name,
-                    action,
-                    now_ms,
-                    json.dumps(data),
-                    self.stream_maxlen,
-                    call_control_id,
-                ],
-            )
-        except REDIS_ERRORS as exc:
-            raise StorageUnavailable("redis", str(exc)) from exc
-        reply = [_text(item) for item in reply]
+        reply = self._run_claim(self._claim, call_control_id, agent_id, agent_name, action, now_ms)
         if reply[0] == "taken":
             return Claim("taken", reply[1], reply[2] or None, reply[3] or None, reply[4] or None)
         if reply[0] == "claimed" and len(reply) > 1 and reply[1]:
@@ -173,32 +153,34 @@ class LiveState:
     ) -> Claim:
         """Renew an agent's claim before the next Telnyx command (or take it back after a
         rebuild); "held", or why not: "taken" (with by whom), "ended" or "missing"."""
-        data = {
-            "call_control_id": call_control_id,
-            "agent": {"id": agent_id, "name": agent_name},
-            "action": action,
-        }
-        try:
-            reply = self._hold(
-                keys=self._claim_keys(call_control_id),
-                args=[
-                    agent_id,
-                    agent_name,
-                    action,
-                    now_ms,
-                    json.dumps(data),
-                    self.stream_maxlen,
-                    call_control_id,
-                ],
-            )
-        except REDIS_ERRORS as exc:
-            raise StorageUnavailable("redis", str(exc)) from exc
-        reply = [_text(item) for item in reply]
+        reply = self._run_claim(self._hold, call_control_id, agent_id, agent_name, action, now_ms)
         if reply[0] == "taken":
             return Claim("taken", reply[1], reply[2] or None, reply[3] or None, reply[4] or None)
         if reply[0] == "held":
             return Claim("held", reply[1])
         return Claim(reply[0])
+
+    def _run_claim(
+        self,
+        script: Any,
+        call_control_id: str,
+        agent_id: str,
+        agent_name: str,
+        action: str,
+        now_ms: int,
+    ) -> list[str]:
+        """Run claim_call.lua or hold_claim.lua, which take the same keys and arguments."""
+        data = {
+            "call_control_id": call_control_id,
+            "agent": {"id": agent_id, "name": agent_name},
+            "action": action,
+        }
+        args = [agent_id, agent_name, action, now_ms, json.dumps(data), self.stream_maxlen]
+        try:
+            reply = script(keys=self._claim_keys(call_control_id), args=[*args, call_control_id])
+        except REDIS_ERRORS as exc:
+            raise StorageUnavailable("redis", str(exc)) from exc
+        return [_text(item) for item in reply]
 
     def release_call(self, call_control_id: str, agent_id: str, reason: str) -> bool:
         """Give a claim back (answering -> ringing) if `agent_id` still holds it."""

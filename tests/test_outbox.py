@@ -155,18 +155,3 @@ def test_while_the_breaker_is_open_the_outbox_waits_without_spending_attempts(
         "SELECT EXTRACT(EPOCH FROM next_attempt_at - now()) AS seconds FROM telnyx_outbox"
     )
     assert 20 < wait["seconds"] <= breaker.settings.cooldown_seconds + 1
-
-
-def test_recording_off_owes_nothing(settings, fake_telnyx, db_rows):
-    from telnyx_flask import create_app
-
-    from .conftest import close_app, encode, signed_headers
-
-    settings["RECORD_CALLS"] = "false"
-    app = create_app(settings)
-    client = app.test_client()
-    for body in answered_call_events()[:3]:
-        raw = encode(body)
-        client.post("/api/telnyx/webhook", data=raw, headers=signed_headers(raw))
-    assert outbox_rows(db_rows) == []
-    close_app(app)

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from telnyx_flask import create_app
 
-from .conftest import answered_call_events, encode, load_fixture, renamed, signed_headers
+from .conftest import (
+    answered_call_events,
+    close_app,
+    encode,
+    load_fixture,
+    renamed,
+    signed_headers,
+)
 
 CALLER = "v3:Qf3u8JtKZq0pVm3xR2kL9w_ZbYc1dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5zA"
 
@@ -57,7 +64,7 @@ def test_transfer_leg_answering_does_not_start_a_second_recording(app, post_webh
     assert len(fake_telnyx.received("record_start")) == 1
 
 
-def test_recording_off_sends_nothing(settings, fake_telnyx):
+def test_recording_off_sends_nothing(settings, fake_telnyx, db_rows):
     settings["RECORD_CALLS"] = "false"
     app = create_app(settings)
     client = app.test_client()
@@ -66,6 +73,8 @@ def test_recording_off_sends_nothing(settings, fake_telnyx):
         client.post("/api/telnyx/webhook", data=raw, headers=signed_headers(raw))
     settle(app)
     assert fake_telnyx.received() == []
+    assert db_rows("SELECT * FROM telnyx_outbox") == []  # nothing is even owed
+    close_app(app)
 
 
 def test_call_already_ended_when_recording_starts_is_not_an_error(app, post_webhook, fake_telnyx):
