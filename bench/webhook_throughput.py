@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import signal
 import subprocess
 import sys
@@ -135,7 +136,7 @@ def gunicorn_env(
     }
     env.update(
         APP_ENV="production",
-        SECRET_KEY="bench",
+        SECRET_KEY=secrets.token_urlsafe(32),  # production refuses a weak key
         TELNYX_API_KEY="bench",
         # Nothing listens on port 9; RECORD_CALLS=false means nothing should try to.
         TELNYX_API_BASE="http://127.0.0.1:9/v2",

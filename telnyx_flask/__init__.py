@@ -66,6 +66,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         prospects,
         push,
         recordings,
+        security_headers,
         softphone,
         telnyx_api,
         users,
@@ -87,6 +88,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     push.init_app(app)
     errors.init_app(app)
     logs.init_app(app)
+    security_headers.init_app(app)
     auth.init_app(app)
     users.init_app(app)
     prospects.init_app(app)
@@ -96,6 +98,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(history.bp)
     app.register_blueprint(recordings.bp)
     app.register_blueprint(softphone.bp)
+    if app.config["APP_ENV"] == "development":
+        # Test calls exist only in development, whatever TELNYX_SIMULATOR_URL says.
+        app.register_blueprint(softphone.dev_bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(openapi.bp)
@@ -130,7 +135,12 @@ def require_current_schema(app: Flask) -> None:
         raise SystemExit(3)
 
 
+# gunicorn's WORKER_BOOT_ERROR: with it the master stops, instead of restarting workers that can
+# only fail again (any other code makes it respawn them forever, printing the line each time).
+CONFIG_ERROR_EXIT_CODE = 3
+
+
 def exit_with_config_error(error: ConfigError) -> None:
     """Print a configuration error as the one line an operator needs, and exit."""
-    print(f"telnyx-flask: configuration error: {error}", file=sys.stderr)
-    raise SystemExit(2)
+    print(f"telnyx-flask: configuration error: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(CONFIG_ERROR_EXIT_CODE)

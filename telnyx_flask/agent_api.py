@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from . import auth
 from .auth import agent_required, current_agent
 from .calls import answer_call, decline_call, end_call, ringing_calls, sip_uri_for
 from .db import get_db
 from .errors import ApiError
 from .lifecycle import WorkerDraining, get_draining
 from .live import get_live
-from .push import StreamSettings, event_stream, get_hub
+from .push import (
+    StreamGuard,
+    StreamOwner,
+    StreamSettings,
+    event_stream,
+    get_hub,
+    get_stream_slots,
+)
+from .rate_limits import agent_actions_limit, check_rate
 from .request_body import json_object
 
 bp = Blueprint("agent_api", __name__)
@@ -31,6 +40,14 @@ def pending_calls():
     return jsonify({"success": True, "calls": ringing_calls(get_live())})
 
 
+def _stream_guard() -> StreamGuard:
+    """Whose stream this is and how to re-check their session (auth's, where it offers one)."""
+    make_guard = getattr(auth, "stream_guard", None)
+    if make_guard is not None:
+        return make_guard()
+    return StreamOwner(current_agent().id)
+
+
 @bp.get("/api/telnyx/events")
 @agent_required
 def events():
@@ -38,6 +55,7 @@ def events():
     if get_draining().is_draining:
         # A stream opened here would end at once; the page retries and reaches another worker.
         raise WorkerDraining()
+    guard = _stream_guard()
     config = current_app.config
     last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     settings = StreamSettings(
@@ -45,9 +63,13 @@ def events():
         lifetime_seconds=config["SSE_LIFETIME_SECONDS"],
         retry_ms=config["SSE_RETRY_MS"],
     )
+    slot = get_stream_slots().take(guard.agent_id)
     response = Response(
-        event_stream(get_hub(), last_event_id, settings), mimetype="text/event-stream"
+        event_stream(get_hub(), last_event_id, settings, guard, slot),
+        mimetype="text/event-stream",
     )
+    # A body that never starts (the client left at once) skips the stream's own release.
+    response.call_on_close(slot.release)
     response.headers["Cache-Control"] = "no-cache"
     # nginx would otherwise buffer the stream and deliver events late, in batches.
     response.headers["X-Accel-Buffering"] = "no"
@@ -59,6 +81,7 @@ def events():
 def answer(call_control_id: str):
     """Take a ringing call: exactly one agent wins, the rest get 409 naming the winner."""
     agent = current_agent()
+    check_rate(agent_actions_limit(), agent.id)
     config = current_app.config
     sip_uri = sip_uri_for(agent, config["TELNYX_SIP_DOMAIN"], config["TELNYX_SIP_USERNAME"])
     result = answer_call(
@@ -77,6 +100,7 @@ def answer(call_control_id: str):
 @agent_required
 def decline(call_control_id: str):
     """Reject a ringing call (cause CALL_REJECTED, or USER_BUSY)."""
+    check_rate(agent_actions_limit(), current_agent().id)
     cause = json_object(required=False).get("cause", "CALL_REJECTED")
     if not isinstance(cause, str):
         raise ApiError("cause must be a string", code="invalid_cause")
@@ -96,6 +120,7 @@ def decline(call_control_id: str):
 @agent_required
 def end(call_control_id: str):
     """Hang up a call the agent took; already ended is a 200 with already_ended: true."""
+    check_rate(agent_actions_limit(), current_agent().id)
     result = end_call(
         get_db(),
         get_live(),

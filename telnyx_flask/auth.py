@@ -1,30 +1,48 @@
-"""Agents signing in: session cookie for the page, bearer token for API clients, login limits."""
+"""Agents signing in: server-side sessions behind the cookie and the bearer token, password
+hashing off the event loop, sign-in limits and cross-site refusal."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
+import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from flask import Blueprint, Flask, current_app, g, jsonify, request, session
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.security import check_password_hash
 
-from .db import get_db
+from .db import Database, get_db
 from .errors import ApiError, StorageUnavailable
-from .live import REDIS_ERRORS, get_live
+from .live import REDIS_ERRORS, LiveState, get_live
+from .push import SESSION_REVOKED
 from .request_body import SURROGATE, is_storable_text, json_object
+
+log = logging.getLogger(__name__)
 
 TOKEN_SALT = "telnyx-flask.bearer"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 WRONG_CREDENTIALS = "email or password is wrong"
+# OWASP's argon2id parameters (19 MiB, 2 passes, 1 lane): ~20-40 ms on one core.
+PASSWORD_HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+# Bounds the per-worker cache of session checks; past it the cache starts again empty.
+SESSION_CACHE_ENTRIES = 10_000
+TRUE_WORDS = {"1", "true", "yes"}
+FALSE_WORDS = {"", "0", "false", "no"}
 
 bp = Blueprint("auth", __name__)
+_warned_about_forwarded_for = False
+T = TypeVar("T")
 
 
 class NotAuthenticated(ApiError):
@@ -39,6 +57,13 @@ class Forbidden(ApiError):
 
     status = 403
     code = "forbidden"
+
+
+class UnsupportedMediaType(ApiError):
+    """The body is not of the one content type the endpoint takes."""
+
+    status = 415
+    code = "unsupported_media_type"
 
 
 class TooManyAttempts(ApiError):
@@ -69,64 +94,301 @@ class Agent:
         return asdict(self)
 
 
-AGENT_COLUMNS = "id::text, email, name, sip_username, active, password_hash"
+# --- Passwords ---
 
 
-def find_user(*, user_id: str | None = None, email: str | None = None) -> dict[str, Any] | None:
-    """A users row by id or by email (case-insensitive), or None."""
-    if user_id is not None:
+def off_the_loop(work: Callable[..., T], *args: Any) -> T:
+    """Run CPU-heavy work in a native thread when gevent runs this process, so that the
+    worker's other greenlets (open event streams) keep being served meanwhile."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return work(*args)
+    if not monkey.is_module_patched("socket"):
+        return work(*args)
+    import gevent
+
+    return gevent.get_hub().threadpool.apply(work, args)
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of the password (computed off the event loop)."""
+    return off_the_loop(PASSWORD_HASHER.hash, password)
+
+
+def _verify(password_hash: str, password: str) -> tuple[bool, bool]:
+    """(matches, should be rehashed): argon2id hashes, and werkzeug's older ones."""
+    if password_hash.startswith("$argon2"):
         try:
-            uuid.UUID(user_id)
-        except ValueError:
-            return None
-        where, value = "id = %s", user_id
-    else:
-        where, value = "lower(email) = lower(%s)", email
-    with get_db().connection() as conn, conn.cursor() as cur:
-        cur.execute(f"SELECT {AGENT_COLUMNS} FROM users WHERE {where}", (value,))
-        row = cur.fetchone()
-    if row is None:
+            PASSWORD_HASHER.verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False, False
+        return True, PASSWORD_HASHER.check_needs_rehash(password_hash)
+    try:
+        matches = check_password_hash(password_hash, password)
+    except ValueError:  # not a hash werkzeug knows
+        return False, False
+    return matches, matches
+
+
+def verify_password(password_hash: str, password: str) -> tuple[bool, bool]:
+    """(matches, should be rehashed), computed off the event loop."""
+    return off_the_loop(_verify, password_hash, password)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash no password matches, so an unknown email costs as much as a known one."""
+    return hash_password(uuid.uuid4().hex)
+
+
+# --- Sessions (PostgreSQL is the authority) ---
+
+
+@dataclass(frozen=True)
+class SessionClaims:
+    """What a cookie or a bearer token says: whose session, which, of which generation."""
+
+    user_id: str
+    session_id: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """A session's row joined with its agent's, as PostgreSQL has them."""
+
+    user_id: str
+    generation: int
+    expires_at: datetime
+    revoked: bool
+    current_generation: int
+    active: bool
+    agent: Agent
+
+    def problem(self, claims: SessionClaims) -> str | None:
+        """Why these claims are no longer good (None when they are)."""
+        if claims.user_id != self.user_id:
+            return "session is not valid"
+        if self.revoked or claims.generation != self.generation:
+            return "session has been signed out"
+        if self.generation != self.current_generation:
+            return "session has been signed out"
+        if self.expires_at <= datetime.now(UTC):
+            return "session has expired"
         return None
-    keys = ("id", "email", "name", "sip_username", "active", "password_hash")
-    return dict(zip(keys, row, strict=True))
 
 
-def _agent(row: dict[str, Any]) -> Agent:
-    return Agent(row["id"], row["email"], row["name"], row["sip_username"])
+START_SESSION = """
+WITH expired AS (
+    DELETE FROM agent_sessions WHERE user_id = %(user_id)s AND expires_at < now()
+)
+INSERT INTO agent_sessions (user_id, generation, expires_at)
+SELECT id, session_generation, now() + make_interval(secs => %(lifetime)s)
+FROM users WHERE id = %(user_id)s
+RETURNING id::text, generation
+"""
+
+SESSION_STATE = """
+SELECT s.user_id::text, s.generation, s.expires_at, s.revoked_at IS NOT NULL,
+       u.session_generation, u.active, u.email, u.name, u.sip_username
+FROM agent_sessions s JOIN users u ON u.id = s.user_id
+WHERE s.id = %s
+"""
+
+REVOKE_SESSION = """
+UPDATE agent_sessions SET revoked_at = now()
+WHERE id = %s AND revoked_at IS NULL RETURNING user_id::text
+"""
+
+END_AGENT_SESSIONS = """
+WITH revoked AS (
+    UPDATE agent_sessions SET revoked_at = now()
+    WHERE user_id = %(user_id)s AND revoked_at IS NULL AND expires_at > now()
+)
+UPDATE users SET session_generation = session_generation + 1, updated_at = now()
+WHERE id = %(user_id)s RETURNING id::text
+"""
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True
+
+
+class SessionStore:
+    """Sessions in PostgreSQL, with each worker's answers kept for at most `cache_seconds`.
+
+    Holds the Database itself (not the app), so an open event stream can re-check its session
+    outside any request.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        cache_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.db = db
+        self.cache_seconds = cache_seconds
+        self.clock = clock
+        self._cache: dict[str, tuple[float, SessionState | None]] = {}
+
+    def start(self, user_id: str, lifetime_seconds: int) -> SessionClaims:
+        """A new session for the agent, ending `lifetime_seconds` from now whatever happens."""
+        with self.db.connection() as conn, conn.cursor() as cur:
+            cur.execute(START_SESSION, {"user_id": user_id, "lifetime": lifetime_seconds})
+            row = cur.fetchone()
+        if row is None:
+            raise NotAuthenticated("account no longer exists")
+        return SessionClaims(user_id, row[0], row[1])
+
+    def state(self, session_id: str) -> SessionState | None:
+        """The session as PostgreSQL has it (or had it within `cache_seconds`); None if unknown."""
+        now = self.clock()
+        cached = self._cache.get(session_id)
+        if cached is not None and now - cached[0] < self.cache_seconds:
+            return cached[1]
+        state = self._read(session_id) if _is_uuid(session_id) else None
+        if self.cache_seconds > 0:
+            if len(self._cache) >= SESSION_CACHE_ENTRIES:
+                self._cache.clear()
+            self._cache[session_id] = (now, state)
+        return state
+
+    def _read(self, session_id: str) -> SessionState | None:
+        with self.db.connection() as conn, conn.cursor() as cur:
+            cur.execute(SESSION_STATE, (session_id,))
+            row = cur.fetchone()
+        if row is None:
+            return None
+        user_id, generation, expires_at, revoked, current, active, email, name, sip = row
+        agent = Agent(user_id, email, name, sip)
+        return SessionState(user_id, generation, expires_at, revoked, current, active, agent)
+
+    def still_valid(self, claims: SessionClaims) -> bool:
+        """True while the session is neither revoked, expired, outdated nor its agent inactive.
+
+        When PostgreSQL cannot answer, the last answer stands: ending every stream in an outage
+        would only send every page back to sign in against the same outage.
+        """
+        try:
+            state = self.state(claims.session_id)
+        except StorageUnavailable as error:
+            log.warning("session check: %s unavailable; keeping the last answer", error.dependency)
+            cached = self._cache.get(claims.session_id)
+            if cached is None:
+                return True
+            state = cached[1]
+        return state is not None and state.active and state.problem(claims) is None
+
+    def revoke(self, session_id: str) -> str | None:
+        """End one session; return its agent's id (None if it had already ended, or never was)."""
+        if not _is_uuid(session_id):
+            return None
+        with self.db.connection() as conn, conn.cursor() as cur:
+            cur.execute(REVOKE_SESSION, (session_id,))
+            row = cur.fetchone()
+        self._cache.pop(session_id, None)
+        return row[0] if row else None
+
+    def end_all(self, user_id: str) -> bool:
+        """End every session of the agent (bump its generation); False if there is no agent."""
+        with self.db.connection() as conn, conn.cursor() as cur:
+            cur.execute(END_AGENT_SESSIONS, {"user_id": user_id})
+            found = cur.fetchone() is not None
+        self.forget_agent(user_id)
+        return found
+
+    def forget_agent(self, user_id: str) -> None:
+        """Drop this worker's cached answers about the agent's sessions."""
+        for session_id, (_, state) in list(self._cache.items()):
+            if state is not None and state.user_id == user_id:
+                self._cache.pop(session_id, None)
+
+
+def get_sessions() -> SessionStore:
+    """The application's SessionStore."""
+    return current_app.extensions["sessions"]
+
+
+def announce_revoked(live: LiveState, agent_id: str, session_id: str | None) -> None:
+    """Tell every worker's open streams that a session (None: all the agent's) has ended.
+
+    Best effort: the streams' periodic still_valid() check, against PostgreSQL, is the authority.
+    """
+    try:
+        live.announce(SESSION_REVOKED, {"agent_id": agent_id, "session_id": session_id})
+    except (StorageUnavailable, *REDIS_ERRORS) as error:
+        log.warning("could not announce the end of agent %s's session(s): %s", agent_id, error)
+
+
+def end_agent_sessions(user_id: str) -> bool:
+    """End every session of the agent and announce it (inside an app context)."""
+    found = get_sessions().end_all(user_id)
+    if found:
+        announce_revoked(get_live(), user_id, None)
+    return found
+
+
+@dataclass(frozen=True)
+class StreamGuard:
+    """What an open event stream needs to know whether its agent may still receive events."""
+
+    agent_id: str
+    session_id: str | None
+    still_valid: Callable[[], bool]
+
+
+def stream_guard() -> StreamGuard:
+    """The guard for this request's event stream (call after agent_required)."""
+    agent = current_agent()
+    claims: SessionClaims = g.session_claims
+    check = functools.partial(get_sessions().still_valid, claims)
+    return StreamGuard(agent.id, claims.session_id, check)
+
+
+# --- Credentials on a request ---
 
 
 def _serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=TOKEN_SALT)
 
 
-def issue_token(agent: Agent) -> str:
-    """A signed bearer token naming the agent, valid for AUTH_TOKEN_TTL_SECONDS."""
-    return _serializer().dumps({"uid": agent.id, "jti": uuid.uuid4().hex})
+def issue_token(agent: Agent, claims: SessionClaims | None = None) -> str:
+    """A signed bearer token for a session of the agent (a new session unless one is given)."""
+    if claims is None:
+        claims = get_sessions().start(agent.id, current_app.config["AUTH_TOKEN_TTL_SECONDS"])
+    return _serializer().dumps(
+        {"uid": claims.user_id, "sid": claims.session_id, "gen": claims.generation}
+    )
 
 
-def _token_claims(token: str) -> dict[str, Any]:
+def _claims(payload: Any) -> SessionClaims | None:
+    if not isinstance(payload, dict):
+        return None
+    user_id, session_id, generation = payload.get("uid"), payload.get("sid"), payload.get("gen")
+    if not (isinstance(user_id, str) and isinstance(session_id, str)):
+        return None
+    if not isinstance(generation, int) or isinstance(generation, bool):
+        return None
+    return SessionClaims(user_id, session_id, generation)
+
+
+def _token_claims(token: str) -> SessionClaims:
     try:
-        claims = _serializer().loads(token, max_age=current_app.config["AUTH_TOKEN_TTL_SECONDS"])
+        payload = _serializer().loads(token, max_age=current_app.config["AUTH_TOKEN_TTL_SECONDS"])
     except SignatureExpired:
         raise NotAuthenticated("token has expired") from None
     except BadSignature:
         raise NotAuthenticated("token is not valid") from None
-    if not isinstance(claims, dict) or "uid" not in claims or "jti" not in claims:
+    claims = _claims(payload)
+    if claims is None:
         raise NotAuthenticated("token is not valid")
-    if _is_revoked(claims["jti"]):
-        raise NotAuthenticated("token has been signed out")
     return claims
-
-
-def _revoked_key(jti: str) -> str:
-    return get_live().keys.revoked_token(jti)
-
-
-def _is_revoked(jti: str) -> bool:
-    try:
-        return bool(get_live().client.exists(_revoked_key(jti)))
-    except REDIS_ERRORS as exc:
-        raise StorageUnavailable("redis", str(exc)) from exc
 
 
 def _bearer_token() -> str | None:
@@ -139,36 +401,62 @@ def _bearer_token() -> str | None:
     return token.strip()
 
 
-def _same_origin() -> bool:
+def _request_origin() -> str | None:
+    """The origin a browser says the request comes from (Origin, else Referer's), or None."""
     source = request.headers.get("Origin") or request.headers.get("Referer")
     if not source:
-        return False
-    parts = urlsplit(source)
+        return None
+    try:
+        parts = urlsplit(source)
+    except ValueError:  # "http://[" and the like: no origin that could be allowed
+        return source
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _origin_allowed(origin: str) -> bool:
     allowed = {request.host_url.rstrip("/")} | set(current_app.config["ALLOWED_ORIGINS"])
-    return f"{parts.scheme}://{parts.netloc}" in allowed
+    return origin in allowed
+
+
+def _same_origin() -> bool:
+    origin = _request_origin()
+    return origin is not None and _origin_allowed(origin)
+
+
+def _refuse_cross_site() -> None:
+    # The cookie rides along on cross-site requests; only same-origin ones may change things.
+    if request.method in UNSAFE_METHODS and not _same_origin():
+        raise Forbidden("cross-site request refused (Origin does not match)")
+
+
+def _presented_claims() -> tuple[SessionClaims, bool]:
+    """The claims of the bearer token, else of the cookie; and whether they came from the cookie."""
+    token = _bearer_token()
+    if token is not None:
+        return _token_claims(token), False
+    claims = _claims(dict(session))
+    if claims is None:
+        raise NotAuthenticated("sign in first")
+    return claims, True
 
 
 def current_agent() -> Agent:
     """The agent making this request, from a bearer token or else the session cookie."""
     if "agent" in g:
         return g.agent
-    token = _bearer_token()
-    if token is not None:
-        user_id = _token_claims(token)["uid"]
-    else:
-        user_id = session.get("uid")
-        if user_id is None:
-            raise NotAuthenticated("sign in first")
-        # The cookie rides along on cross-site requests; only same-origin ones may change things.
-        if request.method in UNSAFE_METHODS and not _same_origin():
-            raise Forbidden("cross-site request refused (Origin does not match)")
-    row = find_user(user_id=user_id)
-    if row is None:
-        session.clear()
-        raise NotAuthenticated("account no longer exists")
-    if not row["active"]:
+    claims, from_cookie = _presented_claims()
+    if from_cookie:
+        _refuse_cross_site()
+    state = get_sessions().state(claims.session_id)
+    if state is not None and not state.active:
         raise Forbidden("account is deactivated")
-    g.agent = _agent(row)
+    problem = "session is not valid" if state is None else state.problem(claims)
+    if problem is not None:
+        if from_cookie:
+            session.clear()
+        raise NotAuthenticated(problem)
+    g.agent = state.agent
+    g.session_claims = claims
     return g.agent
 
 
@@ -183,17 +471,38 @@ def agent_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+# --- Signing in ---
+
+
+def client_network(address: str | None) -> str:
+    """What sign-in attempts are counted per: the IPv4 address, or the IPv6 /64 around it (one
+    host usually holds a whole /64, so counting single addresses would limit nothing)."""
+    try:
+        ip = ipaddress.ip_address((address or "").strip())
+    except ValueError:
+        return (address or "unknown")[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def _email_key(live: LiveState, email: str) -> str:
+    email_hash = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+    return live.keys.login_attempts("email", email_hash)
+
+
 def check_login_rate(email: str) -> None:
-    """Count a sign-in attempt per client address and per email; raise TooManyAttempts."""
+    """Count a sign-in attempt per client network and per email; raise TooManyAttempts."""
     live = get_live()
     window = current_app.config["LOGIN_WINDOW_SECONDS"]
-    email_hash = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
     limits = (
         (
-            live.keys.login_attempts("ip", request.remote_addr or "unknown"),
+            live.keys.login_attempts("ip", client_network(request.remote_addr)),
             current_app.config["LOGIN_MAX_PER_IP"],
         ),
-        (live.keys.login_attempts("email", email_hash), current_app.config["LOGIN_MAX_PER_EMAIL"]),
+        (_email_key(live, email), current_app.config["LOGIN_MAX_PER_EMAIL"]),
     )
     try:
         with live.client.pipeline(transaction=True) as pipe:
@@ -210,9 +519,54 @@ def check_login_rate(email: str) -> None:
             raise TooManyAttempts(max(int(ttl), 1))
 
 
+def _forget_failed_attempts(email: str) -> None:
+    # The owner got in: their earlier typos must not leave them one wrong attempt from a lockout.
+    live = get_live()
+    try:
+        live.client.delete(_email_key(live, email))
+    except REDIS_ERRORS as error:
+        log.warning("could not clear the sign-in counter: %s", error)
+
+
+def _refuse_cross_site_sign_in() -> None:
+    """Login CSRF: only JSON (which a cross-site form cannot send without a CORS preflight,
+    never granted), and never from another site's page. Clients that name no origin (curl,
+    scripts) are let through: browsers always send Origin on a cross-site POST."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("sign-in takes Content-Type: application/json")
+    origin = _request_origin()
+    if origin is not None and not _origin_allowed(origin):
+        raise Forbidden("cross-site sign-in refused (Origin does not match)")
+
+
+def _find_user_by_email(email: str) -> dict[str, Any] | None:
+    with get_db().connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT id::text, email, name, sip_username, active, password_hash"
+            " FROM users WHERE lower(email) = lower(%s)",
+            (email,),
+        )
+        row = cur.fetchone()
+    if row is None:
+        return None
+    keys = ("id", "email", "name", "sip_username", "active", "password_hash")
+    return dict(zip(keys, row, strict=True))
+
+
+def _upgrade_hash(user_id: str, old_hash: str, password: str) -> None:
+    """Store an argon2id hash in place of an older one (unless the password changed meanwhile)."""
+    new_hash = hash_password(password)
+    with get_db().connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE users SET password_hash = %s WHERE id = %s AND password_hash = %s",
+            (new_hash, user_id, old_hash),
+        )
+
+
 @bp.post("/api/auth/login")
 def login():
     """Check email and password; set the session cookie and return a bearer token."""
+    _refuse_cross_site_sign_in()
     body = json_object()
     email, password = body.get("email"), body.get("password")
     if not isinstance(email, str) or not email.strip() or len(email) > 320:
@@ -229,34 +583,53 @@ def login():
             "password must not contain unpaired surrogate characters", code="invalid_password"
         )
     check_login_rate(email)
-    row = find_user(email=email.strip())
+    row = _find_user_by_email(email.strip())
     # Same answer, and the same hashing work, whether or not the email exists.
     password_hash = row["password_hash"] if row and row["password_hash"] else _dummy_hash()
-    if not check_password_hash(password_hash, password) or row is None:
+    matches, outdated = verify_password(password_hash, password)
+    if not matches or row is None:
         raise NotAuthenticated(WRONG_CREDENTIALS, code="wrong_credentials")
     if not row["active"]:
         raise Forbidden("account is deactivated")
-    agent = _agent(row)
+    _forget_failed_attempts(email)
+    if outdated:
+        _upgrade_hash(row["id"], password_hash, password)
+    agent = Agent(row["id"], row["email"], row["name"], row["sip_username"])
+    claims = get_sessions().start(agent.id, current_app.config["AUTH_TOKEN_TTL_SECONDS"])
     session.clear()
     session.permanent = True
-    session["uid"] = agent.id
-    return jsonify({"token": issue_token(agent), "user": agent.public()})
+    session.update({"uid": claims.user_id, "sid": claims.session_id, "gen": claims.generation})
+    return jsonify({"token": issue_token(agent, claims), "user": agent.public()})
+
+
+def _flag(name: str) -> bool:
+    value = request.args.get(name, "").strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise ApiError(f"{name} must be true or false", code=f"invalid_{name}")
 
 
 @bp.post("/api/auth/logout")
 def logout():
-    """End the session; a bearer token presented here is revoked until it would expire."""
+    """End this sign-in's session (cookie and token alike); ?everywhere=true ends them all."""
+    everywhere = _flag("everywhere")
     token = _bearer_token()
-    if token is not None:
-        claims = _token_claims(token)
-        try:
-            get_live().client.set(
-                _revoked_key(claims["jti"]), "1", ex=current_app.config["AUTH_TOKEN_TTL_SECONDS"]
-            )
-        except REDIS_ERRORS as exc:
-            raise StorageUnavailable("redis", str(exc)) from exc
-    elif session.get("uid") and not _same_origin():
-        raise Forbidden("cross-site request refused (Origin does not match)")
+    if token is None and _claims(dict(session)) is None:
+        session.clear()  # nothing left to end (no cookie, or one from before sessions)
+        return jsonify({"success": True})
+    if everywhere:
+        agent = current_agent()  # only a session still good may end the others
+        end_agent_sessions(agent.id)
+    else:
+        claims, from_cookie = _presented_claims()
+        if from_cookie:
+            _refuse_cross_site()
+        # A valid signature is enough: the credential names only its own session.
+        user_id = get_sessions().revoke(claims.session_id)
+        if user_id is not None:
+            announce_revoked(get_live(), user_id, claims.session_id)
     session.clear()
     return jsonify({"success": True})
 
@@ -268,14 +641,19 @@ def me():
     return jsonify({"user": current_agent().public()})
 
 
-@functools.cache
-def _dummy_hash() -> str:
-    """A hash no password matches, so an unknown email costs as much as a known one."""
-    return generate_password_hash(uuid.uuid4().hex)
+def _warn_about_untrusted_forwarded_for() -> None:
+    global _warned_about_forwarded_for
+    if _warned_about_forwarded_for or "X-Forwarded-For" not in request.headers:
+        return
+    _warned_about_forwarded_for = True
+    log.warning(
+        "a request came with X-Forwarded-For but TRUSTED_PROXY_COUNT is 0: behind a proxy, "
+        "every client shares the proxy's address for sign-in limits; set TRUSTED_PROXY_COUNT"
+    )
 
 
 def init_app(app: Flask) -> None:
-    """Cookie settings and the auth routes."""
+    """Cookie settings, the session store and the auth routes."""
     production = app.config["APP_ENV"] == "production"
     app.config.update(
         SESSION_COOKIE_NAME="telnyx_flask_session",
@@ -283,5 +661,12 @@ def init_app(app: Flask) -> None:
         SESSION_COOKIE_SECURE=production,
         SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=app.config["AUTH_TOKEN_TTL_SECONDS"],
+        # The session ends at a fixed time (in PostgreSQL); the cookie must not suggest otherwise.
+        SESSION_REFRESH_EACH_REQUEST=False,
     )
+    app.extensions["sessions"] = SessionStore(
+        app.extensions["database"], app.config["AUTH_SESSION_CACHE_SECONDS"]
+    )
+    if not app.config["TRUSTED_PROXY_COUNT"]:
+        app.before_request(_warn_about_untrusted_forwarded_for)
     app.register_blueprint(bp)

@@ -225,6 +225,11 @@ def _check_breaker(telnyx: TelnyxClient) -> None:
         telnyx.breaker.allow()
 
 
+# Sent with the transfer, so that a page signed in with a WebRTC credential other agents share
+# answers only the leg of the call its own agent took.
+AGENT_CALL_HEADER = "X-Call-Control-Id"
+
+
 def answer_call(
     db: Database,
     live: LiveState,
@@ -264,7 +269,12 @@ def answer_call(
     # The fence: the claim must still be this agent's before the caller is put through.
     _hold(live, call_control_id, agent, "answer")
     try:
-        telnyx.transfer(call_control_id, sip_uri, deadline=deadline)
+        telnyx.transfer(
+            call_control_id,
+            sip_uri,
+            custom_headers=[{"name": AGENT_CALL_HEADER, "value": call_control_id}],
+            deadline=deadline,
+        )
     except TelnyxError as error:
         if error.call_already_ended:
             end_gone_call(db, live, call_control_id, cause=GONE_CAUSE, source="caller")

@@ -7,6 +7,7 @@ import binascii
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 from dotenv import dotenv_values
@@ -20,6 +21,35 @@ LOG_FORMATS = ("TEXT", "JSON")
 DEFAULT_WEBRTC_SDK_PATH = (
     Path(__file__).resolve().parent.parent / "node_modules/@telnyx/webrtc/lib/bundle.mjs"
 )
+# A .env file fills in settings; it never chooses the mode or where another .env is.
+DOTENV_IGNORED = ("APP_ENV", "DOTENV_PATH")
+MIN_SECRET_KEY_BYTES = 32
+MIN_SECRET_KEY_CHARACTERS = 10
+DEVELOPMENT_SECRET_KEY = "development-only-secret-key"
+# Keys copied from examples and tutorials (compared without case or punctuation).
+PLACEHOLDER_SECRET_WORDS = (
+    "changeme",
+    "secret",
+    "placeholder",
+    "replaceme",
+    "example",
+    "password",
+    "developmentonly",
+    "yoursecretkey",
+    "insecure",
+)
+# Where Telnyx keeps call recordings: its docs' call.recording.saved example links to
+# https://s3.amazonaws.com/telephony-recorder-prod/..., and regional accounts get
+# https://s3.<region>.amazonaws.com/telephony-recorder-prod-<site>/...; the virtual-hosted
+# spelling of the same buckets and Telnyx's own hosts are allowed too.
+DEFAULT_RECORDING_HOSTS = (
+    "s3.amazonaws.com/telephony-recorder-prod",
+    "s3.*.amazonaws.com/telephony-recorder-prod",
+    "telephony-recorder-prod*.s3.amazonaws.com",
+    "telephony-recorder-prod*.s3.*.amazonaws.com",
+    "*.telnyx.com",
+)
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class ConfigError(Exception):
@@ -31,12 +61,18 @@ def load_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]
     if environ is not None:
         return dict(environ)
     environ = dict(os.environ)
+    # Only the real environment selects development: a stray .env next to a production process
+    # must not turn verification off or weaken its key, so production never reads the file.
+    if _text(environ, "APP_ENV") != "development":
+        return environ
     dotenv_path = Path(environ.get("DOTENV_PATH", ".env"))
     if dotenv_path.is_file():
-        values = {k: v for k, v in dotenv_values(dotenv_path).items() if v is not None}
-        # Decide on the real environment first so a stray .env cannot turn production into dev.
-        if environ.get("APP_ENV", values.get("APP_ENV", "production")) == "development":
-            environ = {**values, **environ}
+        values = {
+            k: v
+            for k, v in dotenv_values(dotenv_path).items()
+            if v is not None and k not in DOTENV_IGNORED
+        }
+        environ = {**values, **environ}
     return environ
 
 
@@ -149,6 +185,82 @@ def database_url_from(env: Mapping[str, str]) -> str:
     return f"postgresql://{credentials}@{host}:{port}/{quote(name, safe='')}"
 
 
+def check_secret_key(value: str) -> str:
+    """The key, if it could sign production cookies; ConfigError naming SECRET_KEY if not.
+
+    Whoever knows the key can forge a session for any agent, so a short, copied or patterned
+    key is refused rather than warned about.
+    """
+    advice = "use at least 32 random bytes, e.g. `openssl rand -hex 32`"
+    size = len(value.encode())
+    if size < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(f"SECRET_KEY is too short ({size} bytes): {advice}")
+    folded = "".join(ch for ch in value.lower() if ch.isalnum())
+    if any(word in folded for word in PLACEHOLDER_SECRET_WORDS):
+        raise ConfigError(f"SECRET_KEY is a placeholder from an example: {advice}")
+    if len(set(value)) < MIN_SECRET_KEY_CHARACTERS or _repeats(value):
+        raise ConfigError(f"SECRET_KEY does not look random: {advice}")
+    return value
+
+
+def _repeats(value: str) -> bool:
+    """True when the text is a shorter piece repeated ("abcdefghijabcdefghij...")."""
+    return any(
+        value == (value[:period] * (len(value) // period + 1))[: len(value)]
+        for period in range(1, len(value) // 2 + 1)
+    )
+
+
+class RecordingSource(NamedTuple):
+    """One allowed place for recordings: scheme, host pattern (`*` wildcards), port, path prefix."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+
+def parse_recording_source(item: str, name: str = "RECORDING_HOSTS") -> RecordingSource:
+    """`host[:port][/path-prefix]` (https), or an explicit `http(s)://host[:port][/prefix]`."""
+    text = item.strip()
+    explicit = "://" in text
+    parts = urlsplit(text if explicit else f"https://{text}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    host = (parts.hostname or "").lower()
+    # A wildcard may not stand for a whole domain ("*.com", "*"): it names hosts of one.
+    labels = host.split(".")
+    if (
+        parts.scheme not in DEFAULT_PORTS
+        or port == -1
+        or not host
+        or parts.username is not None
+        or parts.query
+        or parts.fragment
+        or ("*" in host and (len(labels) < 3 or "*" in "".join(labels[-2:])))
+    ):
+        raise ConfigError(
+            f"{name} must list hosts like s3.amazonaws.com/telephony-recorder-prod or "
+            f"*.telnyx.com, got {item.strip()!r}"
+        )
+    return RecordingSource(
+        parts.scheme, host, port or DEFAULT_PORTS[parts.scheme], parts.path.rstrip("/")
+    )
+
+
+def _recording_sources(
+    env: Mapping[str, str], development: bool, simulator_url: str | None
+) -> tuple[RecordingSource, ...]:
+    items = (_text(env, "RECORDING_HOSTS") or ",".join(DEFAULT_RECORDING_HOSTS)).split(",")
+    sources = [parse_recording_source(item) for item in items if item.strip()]
+    if development and simulator_url is not None:
+        # The simulator serves its recordings itself, over plain http on this machine.
+        sources.append(parse_recording_source(simulator_url, "TELNYX_SIMULATOR_URL"))
+    return tuple(sources)
+
+
 def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[str, object]:
     """Build the Flask config from environment variables; raise ConfigError naming a bad one."""
     env = load_environment(environ)
@@ -172,7 +284,10 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
     if secret_key is None:
         if not development:
             raise ConfigError("SECRET_KEY is required")
-        secret_key = "development-only-secret-key"
+        secret_key = DEVELOPMENT_SECRET_KEY
+    elif not development:
+        check_secret_key(secret_key)
+    simulator_url = _optional_url(env, "TELNYX_SIMULATOR_URL", ("http", "https"))
 
     ring_timeout = _integer(env, "RING_TIMEOUT_SECONDS", 30, 5, 600)
     claim_lease = _integer(env, "CLAIM_LEASE_SECONDS", 60, 5, 3600)
@@ -208,8 +323,10 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
         "TELNYX_SIP_DOMAIN": _text(env, "TELNYX_SIP_DOMAIN", "sip.telnyx.com"),
         "TELNYX_CALLER_ID": _text(env, "TELNYX_CALLER_ID"),
         "TELNYX_CREDENTIAL_ID": _text(env, "TELNYX_CREDENTIAL_ID"),
-        "TELNYX_SIMULATOR_URL": _optional_url(env, "TELNYX_SIMULATOR_URL", ("http", "https")),
+        "TELNYX_SIMULATOR_URL": simulator_url,
+        "RECORDING_SOURCES": _recording_sources(env, development, simulator_url),
         "WEBRTC_ENABLED": _boolean(env, "WEBRTC_ENABLED", True),
+        "WEBRTC_SHARED_CREDENTIAL": _boolean(env, "WEBRTC_SHARED_CREDENTIAL", False),
         "WEBRTC_SDK_PATH": Path(_text(env, "WEBRTC_SDK_PATH", str(DEFAULT_WEBRTC_SDK_PATH))),
         "RECORD_CALLS": _boolean(env, "RECORD_CALLS", True),
         "RING_TIMEOUT_SECONDS": ring_timeout,
@@ -236,12 +353,16 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
         "SSE_LIFETIME_SECONDS": _integer(env, "SSE_LIFETIME_SECONDS", 3600, 5, 86400),
         "SSE_QUEUE_SIZE": _integer(env, "SSE_QUEUE_SIZE", 256, 8, 100_000),
         "SSE_RETRY_MS": _integer(env, "SSE_RETRY_MS", 3000, 100, 600_000),
+        "SSE_MAX_STREAMS_PER_AGENT": _integer(env, "SSE_MAX_STREAMS_PER_AGENT", 10, 1, 1000),
+        "AGENT_ACTIONS_PER_MINUTE": _integer(env, "AGENT_ACTIONS_PER_MINUTE", 60, 1, 100_000),
+        "WEBRTC_TOKENS_PER_HOUR": _integer(env, "WEBRTC_TOKENS_PER_HOUR", 30, 1, 100_000),
         "API_PORT": _integer(env, "API_PORT", 3000, 1, 65535),
         "LOG_LEVEL": _choice(env, "LOG_LEVEL", "INFO", LOG_LEVELS),
         "LOG_FORMAT": _choice(env, "LOG_FORMAT", "TEXT", LOG_FORMATS).lower(),
         "AUTH_TOKEN_TTL_SECONDS": _integer(
             env, "AUTH_TOKEN_TTL_SECONDS", 12 * 3600, 60, 30 * 86400
         ),
+        "AUTH_SESSION_CACHE_SECONDS": _number(env, "AUTH_SESSION_CACHE_SECONDS", 2.0, 0.0, 2.0),
         "LOGIN_WINDOW_SECONDS": _integer(env, "LOGIN_WINDOW_SECONDS", 300, 1, 86400),
         "LOGIN_MAX_PER_IP": _integer(env, "LOGIN_MAX_PER_IP", 50, 1, 1_000_000),
         "LOGIN_MAX_PER_EMAIL": _integer(env, "LOGIN_MAX_PER_EMAIL", 10, 1, 1_000_000),

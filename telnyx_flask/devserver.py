@@ -3,7 +3,8 @@
 PostgreSQL: DATABASE_URL (or the seed's DB_*) when set, else an embedded server with its data in
 var/postgres. Redis: REDIS_URL when set, else a redis-server on a free port (or fakeredis). Then
 migrations, a demo agent and a few prospects, the Telnyx simulator unless TELNYX_API_KEY is set,
-and gunicorn with two gevent workers. Ctrl-C stops everything this started.
+and gunicorn with two gevent workers. SECRET_KEY, when not set, is made once and kept in
+var/secret.key. Ctrl-C stops everything this started.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import psycopg2
 import requests
 from werkzeug.security import generate_password_hash
 
-from .config import ConfigError, database_url_from, load_environment
+from .config import ConfigError, check_secret_key, database_url_from, load_environment
 from .db import create_database_if_missing, upgrade
 from .embedded import EmbeddedUnavailable, reachable, start_postgres, start_redis
 
@@ -35,6 +36,7 @@ DEMO_PROSPECTS = (
     ("Ellen Strand", "+13035550111"),
 )
 READY_SECONDS = 60
+SECRET_KEY_FILE = "secret.key"
 
 
 class RunError(Exception):
@@ -113,6 +115,24 @@ def seed_demo(database_url: str) -> None:
         )
     conn.close()
     say(f"created the demo agent: email {DEMO_EMAIL}  password {password}  (shown only now)")
+
+
+def kept_secret_key(var: Path) -> str:
+    """The SECRET_KEY `make run` signs with: made once, kept in var/ so sign-ins survive restarts.
+
+    A file that is missing, unreadable or holds a weak key gets a new random one (owner-only).
+    """
+    path = var / SECRET_KEY_FILE
+    try:
+        return check_secret_key(path.read_text().strip())
+    except (OSError, UnicodeDecodeError, ConfigError):
+        pass
+    key = secrets.token_urlsafe(32)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key + "\n")
+    return key
 
 
 def _simulator(port: int, stack: ExitStack, var: Path) -> dict[str, str]:
@@ -198,6 +218,7 @@ def run() -> None:
         service_env = {
             **env,
             "APP_ENV": env.get("APP_ENV", "development"),
+            "SECRET_KEY": env.get("SECRET_KEY", "").strip() or kept_secret_key(var),
             "PORT": str(port),
             "WEB_CONCURRENCY": env.get("WEB_CONCURRENCY", "2"),
             "DATABASE_URL": _postgres(env, var, stack),

@@ -258,7 +258,9 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _call(row: tuple) -> dict[str, Any]:
+def _call(row: tuple, include_recording_url: bool = False) -> dict[str, Any]:
+    """A call as the API shows it: whether it has a recording, never the recording's link (a
+    pre-signed URL that plays without a sign-in); the proxy alone asks for the link."""
     (
         call_id,
         call_sid,
@@ -277,7 +279,7 @@ def _call(row: tuple) -> dict[str, Any]:
         agent_name,
         _sort_key,
     ) = row
-    return {
+    call = {
         "id": call_id,
         "call_control_id": call_sid,
         "direction": direction,
@@ -290,9 +292,12 @@ def _call(row: tuple) -> dict[str, Any]:
         "started_at": _iso(started_at),
         "ended_at": _iso(ended_at),
         "end_reason": end_reason,
-        "recording_url": recording_url,
+        "has_recording": recording_url is not None,
         "agent": {"id": agent_id, "name": agent_name} if agent_id is not None else None,
     }
+    if include_recording_url:
+        call["recording_url"] = recording_url
+    return call
 
 
 def call_page(query: HistoryQuery) -> tuple[list[dict[str, Any]], str | None]:
@@ -326,12 +331,12 @@ def find_params(call_id: str) -> dict[str, Any]:
     return {"id": as_uuid, "sid": call_id}
 
 
-def find_call(call_id: str) -> dict[str, Any] | None:
+def find_call(call_id: str, include_recording_url: bool = False) -> dict[str, Any] | None:
     """A call by its call_logs id or its call_control_id, or None."""
     with get_db().connection() as conn, conn.cursor() as cur:
         cur.execute(FIND_SQL, find_params(call_id))
         row = cur.fetchone()
-    return _call(row) if row is not None else None
+    return _call(row, include_recording_url) if row is not None else None
 
 
 @bp.get("/api/calls")
@@ -342,11 +347,11 @@ def list_calls():
     return jsonify({"success": True, "calls": calls, "next_cursor": next_cursor})
 
 
-def call_by_id(call_id: str) -> dict[str, Any]:
+def call_by_id(call_id: str, include_recording_url: bool = False) -> dict[str, Any]:
     """A call from a URL's id (call_logs id or call_control_id); CallNotFound if none."""
     call = None
     if len(call_id) <= MAX_CALL_ID_LENGTH and call_id.isprintable():
-        call = find_call(call_id)
+        call = find_call(call_id, include_recording_url)
     if call is None:
         raise CallNotFound("no call with that id or call_control_id")
     return call

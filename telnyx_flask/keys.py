@@ -29,10 +29,6 @@ class RedisKeys:
         """The capped stream of call events that the SSE endpoint reads."""
         return f"{self.prefix}events"
 
-    def revoked_token(self, token_id: str) -> str:
-        """Marks a signed-out bearer token; expires when the token would have."""
-        return f"{self.prefix}auth:revoked:{token_id}"
-
     def login_attempts(self, kind: str, value: str) -> str:
         """Counter of sign-in attempts per client address or per email hash; one window long."""
         return f"{self.prefix}auth:attempts:{kind}:{value}"
@@ -56,6 +52,14 @@ class RedisKeys:
     def rebuild_lock(self) -> str:
         """Held (with a TTL) by the one process rebuilding live state from PostgreSQL."""
         return f"{self.prefix}live:rebuild-lock"
+
+    def agent_streams(self, agent_id: str) -> str:
+        """Sorted set of one agent's open event streams, scored by when each slot lapses (ms)."""
+        return f"{self.prefix}sse:streams:{agent_id}"
+
+    def rate_limit(self, action: str, agent_id: str) -> str:
+        """Counter of one agent's costly requests of one kind in the current window."""
+        return f"{self.prefix}limits:{action}:{agent_id}"
 
     @property
     def telnyx_breaker(self) -> str:

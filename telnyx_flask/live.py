@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -20,6 +21,8 @@ from .events import ANSWERING
 from .keys import ACTIVE_CALL_TTL_SECONDS, ENDED_CALL_TTL_SECONDS, RedisKeys
 
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+# Entries read per round trip when a page catches up from its Last-Event-ID.
+CATCH_UP_PAGE = 200
 
 # The call fields kept live, in the names the page and /calls/pending use.
 LIVE_FIELDS = (
@@ -36,7 +39,7 @@ LIVE_FIELDS = (
     "outcome",
     "duration",
     "hangup_cause",
-    "recording_url",
+    "has_recording",
 )
 
 
@@ -80,10 +83,9 @@ class LiveState:
             "duration": call.get("duration"),
             "hangup_cause": call.get("hangup_cause"),
         }
-        recording = {
-            "call_control_id": call["call_control_id"],
-            "recording_url": call.get("recording_url"),
-        }
+        # Pages play recordings through /api/calls/<id>/recording: the pre-signed link, which
+        # plays without a sign-in, stays in PostgreSQL.
+        recording = {"call_control_id": call["call_control_id"], "has_recording": True}
         # The ring timeout runs on this server's clock from when the call reached it: clock skew
         # or a late delivery must never reject a call before an agent could see it ring.
         score = int(time.time() * 1000) if arrived_ms is None else arrived_ms
@@ -254,12 +256,31 @@ class LiveState:
             raise StorageUnavailable("redis", str(exc)) from exc
         return _text(newest_id), _summaries(replies)
 
-    def events_after(self, stream_id: str) -> list[Any]:
-        """Stream entries after `stream_id` (at most the stream's cap)."""
+    def events_after(self, stream_id: str, page_size: int = CATCH_UP_PAGE) -> Iterator[Any]:
+        """Stream entries after `stream_id`, up to the newest one when called.
+
+        Read `page_size` at a time, so a page resuming from far back never holds the stream's
+        whole cap in memory. Entries added later are not chased: the caller's live queue has them.
+        """
         try:
-            return self.client.xrange(self.keys.events, min=f"({stream_id}", max="+")
+            newest = self.client.xrevrange(self.keys.events, count=1)
         except REDIS_ERRORS as exc:
             raise StorageUnavailable("redis", str(exc)) from exc
+        if not newest:
+            return
+        end = _text(newest[0][0])
+        after = stream_id
+        while True:
+            try:
+                page = self.client.xrange(
+                    self.keys.events, min=f"({after}", max=end, count=page_size
+                )
+            except REDIS_ERRORS as exc:
+                raise StorageUnavailable("redis", str(exc)) from exc
+            yield from page
+            if len(page) < page_size:
+                return
+            after = _text(page[-1][0])
 
     def aged_out(self, stream_id: str) -> bool:
         """True when entries after `stream_id` were trimmed away, or the id is not this stream's."""
@@ -375,7 +396,7 @@ def live_fields(call: dict[str, Any]) -> dict[str, str]:
         "outcome": call.get("outcome"),
         "duration": call.get("duration"),
         "hangup_cause": call.get("hangup_cause"),
-        "recording_url": call.get("recording_url"),
+        "has_recording": "true" if call.get("recording_url") else None,
     }
     return {name: str(value) for name, value in values.items() if value is not None}
 
@@ -385,6 +406,7 @@ def call_summary(fields: dict[str, str]) -> dict[str, Any]:
     summary: dict[str, Any] = {name: fields.get(name) for name in LIVE_FIELDS}
     if summary["duration"] is not None:
         summary["duration"] = int(summary["duration"])
+    summary["has_recording"] = summary["has_recording"] == "true"
     summary["from_number"] = summary["from"]
     summary["to_number"] = summary["to"]
     claimer = fields.get("claimed_by_id")

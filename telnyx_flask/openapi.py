@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 bp = Blueprint("openapi", __name__)
 
@@ -55,6 +55,13 @@ TELNYX_ERRORS = {
         "Telnyx did not answer in time (telnyx_timeout); the agent keeps the call and a retry "
         "is safe (caller_waiting: true if the caller is answered)"
     ),
+}
+# Each agent action costs a Telnyx API call: they are limited per agent (rate_limits.py).
+ACTIONS_LIMITED = {
+    "429": error(
+        "too many call actions by this agent (code rate_limited, AGENT_ACTIONS_PER_MINUTE for "
+        "answer, decline and end together): retry after Retry-After"
+    )
 }
 CALL_ID = {
     "name": "call_control_id",
@@ -130,6 +137,7 @@ SCHEMAS: dict[str, Any] = {
             "ringing_since": NULLABLE_STRING,
             "answered_at": NULLABLE_STRING,
             "ended_at": NULLABLE_STRING,
+            "has_recording": {"type": "boolean"},
             "claimed_by": {
                 "oneOf": [
                     {"type": "null"},
@@ -158,7 +166,10 @@ SCHEMAS: dict[str, Any] = {
             "started_at": NULLABLE_STRING,
             "ended_at": NULLABLE_STRING,
             "end_reason": NULLABLE_STRING,
-            "recording_url": NULLABLE_STRING,
+            "has_recording": {
+                "type": "boolean",
+                "description": "play it from /api/calls/{call_id}/recording",
+            },
             "agent": {
                 "oneOf": [
                     {"type": "null"},
@@ -239,8 +250,12 @@ PATHS: dict[str, Any] = {
                 ),
                 "400": error("email or password missing or malformed"),
                 "401": error("email or password is wrong"),
-                "403": error("the account is deactivated"),
+                "403": error(
+                    "the account is deactivated, or Origin/Referer names another site "
+                    "(login CSRF protection)"
+                ),
                 "413": error("body too large"),
+                "415": error("the body is not application/json (login CSRF protection)"),
                 "429": error("too many attempts (Retry-After says when to try again)"),
                 "503": error("Redis or PostgreSQL unavailable"),
             },
@@ -254,14 +269,23 @@ PATHS: dict[str, Any] = {
     },
     "/api/auth/logout": {
         "post": operation(
-            "Sign out: ends the session; a bearer token sent here is revoked",
+            "Sign out: ends this sign-in's session (its cookie and bearer token, everywhere); "
+            "with everywhere=true every session of the agent, and its open event streams",
             {
                 "200": ok(success({})),
-                "401": error("the bearer token is not valid"),
+                "400": error("everywhere is not true or false"),
+                "401": error("the credentials are not valid (everywhere needs a live session)"),
                 "403": error("a cookie-authenticated request from another origin"),
-                "503": error("Redis unavailable"),
+                "503": error("PostgreSQL unavailable"),
             },
             agent=False,
+            parameters=[
+                {
+                    "name": "everywhere",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"]},
+                }
+            ],
         )
     },
     "/api/auth/me": {
@@ -309,14 +333,22 @@ PATHS: dict[str, Any] = {
             "A Telnyx WebRTC login token for the agent's telephony credential",
             {
                 "200": ok(success({"login_token": STRING, "expires_in": {"type": "integer"}})),
-                "409": error("no telephony credential for this agent"),
+                "409": error(
+                    "no telephony credential for this agent (or only the shared one, and "
+                    "WEBRTC_SHARED_CREDENTIAL is off)"
+                ),
+                "429": error(
+                    "too many tokens for this agent (code rate_limited, WEBRTC_TOKENS_PER_HOUR): "
+                    "retry after Retry-After"
+                ),
                 "502": error("Telnyx refused or did not answer"),
             },
         )
     },
     "/api/dev/simulated-calls": {
         "post": operation(
-            "Ask the Telnyx simulator (TELNYX_SIMULATOR_URL) to ring this service",
+            "Development only (absent with APP_ENV=production): ask the Telnyx simulator "
+            "(TELNYX_SIMULATOR_URL) to ring this service",
             {
                 "201": ok(
                     success({"call_control_id": STRING, "from": STRING, "to": STRING}),
@@ -345,6 +377,10 @@ PATHS: dict[str, Any] = {
                     "description": SUMMARY_OF_EVENTS,
                     "content": {"text/event-stream": {"schema": STRING}},
                 },
+                "429": error(
+                    "this agent already has SSE_MAX_STREAMS_PER_AGENT streams open on any server "
+                    "(code too_many_streams): close one, or retry after Retry-After"
+                ),
                 "503": error(
                     "PostgreSQL or Redis unavailable, or this server is shutting down (code "
                     "draining): reconnect after Retry-After, with Last-Event-ID"
@@ -369,6 +405,7 @@ PATHS: dict[str, Any] = {
                 "404": error("unknown call, or it has ended"),
                 "409": error("taken by someone else (claimed_by names who), or no SIP username"),
                 "502": error("Telnyx refused (caller_waiting: true if the caller is answered)"),
+                **ACTIONS_LIMITED,
                 **TELNYX_ERRORS,
             },
             parameters=[CALL_ID],
@@ -384,6 +421,7 @@ PATHS: dict[str, Any] = {
                 "409": error("taken by someone else"),
                 "413": error("body too large"),
                 "502": error("Telnyx refused"),
+                **ACTIONS_LIMITED,
                 **TELNYX_ERRORS,
             },
             parameters=[CALL_ID],
@@ -406,6 +444,7 @@ PATHS: dict[str, Any] = {
                 "404": error("no live call with that id"),
                 "409": error("still ringing: decline it instead"),
                 "502": error("Telnyx refused"),
+                **ACTIONS_LIMITED,
                 **TELNYX_ERRORS,
             },
             parameters=[CALL_ID],
@@ -459,7 +498,10 @@ PATHS: dict[str, Any] = {
                 "206": {"description": "part of the audio", "content": {"audio/*": {}}},
                 "404": error("no such call, or no recording"),
                 "410": error("the recording's link has expired"),
-                "502": error("the recording's source did not answer"),
+                "502": error(
+                    "the recording's source did not answer, or is not on RECORDING_HOSTS "
+                    "(recording_source_refused)"
+                ),
             },
             parameters=[
                 HISTORY_ID,
@@ -512,6 +554,9 @@ PATHS: dict[str, Any] = {
     },
 }
 
+# Paths create_app registers only with APP_ENV=development; production's document leaves them out.
+DEVELOPMENT_ONLY_PATHS = frozenset({"/api/dev/simulated-calls"})
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -533,7 +578,15 @@ DOCUMENT: dict[str, Any] = {
 }
 
 
+def document_for(development: bool) -> dict[str, Any]:
+    """The document for a process in development (every path) or production (not the dev ones)."""
+    if development:
+        return DOCUMENT
+    paths = {path: item for path, item in PATHS.items() if path not in DEVELOPMENT_ONLY_PATHS}
+    return {**DOCUMENT, "paths": paths}
+
+
 @bp.get("/api/openapi.json")
 def openapi_document():
-    """This API's OpenAPI 3.1 description."""
-    return jsonify(DOCUMENT)
+    """This API's OpenAPI 3.1 description, as this process serves it."""
+    return jsonify(document_for(current_app.config["APP_ENV"] == "development"))

@@ -1,7 +1,8 @@
 """Server-Sent Events: one Redis stream reader per worker, fanned out to every open page.
 
 The public surface is small: `Message` (one event on the wire), `PushHub` (this process's
-reader and subscribers) and `event_stream` (the body of one GET /api/telnyx/events).
+reader and subscribers), `StreamSlots` (how many streams each agent may hold open, counted across
+every worker and host) and `event_stream` (the body of one GET /api/telnyx/events).
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib import resources
+from typing import Protocol
 
 import redis
 from flask import Flask, current_app
 
 from . import metrics
+from .errors import ApiError, StorageUnavailable
 from .live import REDIS_ERRORS, LiveState, parse_stream_id
 
 log = logging.getLogger(__name__)
@@ -29,6 +34,12 @@ SNAPSHOT = "snapshot"
 # A stopping worker's pages come back this soon (spread over half to one and a half times it, so
 # they do not all reconnect in the same instant).
 DRAIN_RETRY_MS = 1000
+# Announced on the call-event stream when an agent's session (or every session of theirs) is
+# revoked: the agent's open streams end. It is for the workers, never for a page.
+SESSION_REVOKED = "session.revoked"
+# An open stream asks whether its session is still good at least this often (and at each
+# heartbeat if that is sooner), so it ends within seconds even if the announcement was lost.
+GUARD_CHECK_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -71,11 +82,30 @@ def _message(entry) -> Message:
     return Message.build(_text(stream_id), fields.get("event", "message"), fields.get("data", "{}"))
 
 
+def _revocation(entry) -> tuple[str, str | None] | None:
+    """(agent id, session id or None for all of them) from a `session.revoked` entry."""
+    fields = {_text(k): _text(v) for k, v in entry[1].items()}
+    if fields.get("event") != SESSION_REVOKED:
+        return None
+    try:
+        data = json.loads(fields.get("data") or "{}")
+        agent_id, session_id = data["agent_id"], data.get("session_id")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.warning("push reader: malformed %s entry %s ignored", SESSION_REVOKED, entry[0])
+        return ("", "")  # matches no page, and is not passed on either
+    if not isinstance(agent_id, str) or not isinstance(session_id, str | None):
+        return ("", "")
+    return agent_id, session_id
+
+
 class Subscriber:
     """One open page: a bounded queue of frames; dropped, never waited for, when it falls behind."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, agent_id: str | None = None, session_id: str | None = None):
         self.queue: queue.Queue[Message | None] = queue.Queue(maxsize=size)
+        # Whose stream this is: a revoked session ends it.
+        self.agent_id = agent_id
+        self.session_id = session_id
         self.dropped = False
         self.ended = False
         # What the stream writes last when the server ends it (a retry hint when draining).
@@ -128,10 +158,10 @@ class PushHub:
         # A connection of its own: a blocking XREAD must not hold one the requests need.
         self._client: redis.Redis | None = None
 
-    def subscribe(self) -> Subscriber:
+    def subscribe(self, agent_id: str | None = None, session_id: str | None = None) -> Subscriber:
         """Register a page; the reader then hands it every entry it reads from now on."""
         self._ensure_reader()
-        subscriber = Subscriber(self.queue_size)
+        subscriber = Subscriber(self.queue_size, agent_id, session_id)
         with self._lock:
             self._subscribers.add(subscriber)
             farewell = self._farewell
@@ -163,6 +193,20 @@ class PushHub:
             subscribers = list(self._subscribers)
         for subscriber in subscribers:
             subscriber.end(_retry_hint(DRAIN_RETRY_MS))
+
+    def end_sessions(self, agent_id: str, session_id: str | None) -> int:
+        """End the streams of one session of an agent (None: all of theirs); how many ended."""
+        with self._lock:
+            matching = [
+                subscriber
+                for subscriber in self._subscribers
+                if subscriber.agent_id == agent_id
+                and (session_id is None or subscriber.session_id == session_id)
+            ]
+        for subscriber in matching:
+            # The page's retry then meets a 401 and asks its agent to sign in again.
+            subscriber.end(_retry_hint(DRAIN_RETRY_MS))
+        return len(matching)
 
     def _ensure_reader(self) -> None:
         if self._thread is not None and self._pid == os.getpid():
@@ -211,9 +255,12 @@ class PushHub:
                 self._notice_replaced_stream()
             for _, entries in reply or ():
                 for entry in entries:
-                    message = _message(entry)
-                    self._last_id = message.id
-                    self._fan_out(message)
+                    self._last_id = _text(entry[0])
+                    revoked = _revocation(entry)
+                    if revoked is not None:
+                        self.end_sessions(*revoked)
+                        continue
+                    self._fan_out(_message(entry))
 
     def _notice_replaced_stream(self) -> None:
         """After a quiet XREAD: if the stream's newest id is older than the last one read, Redis
@@ -254,6 +301,104 @@ def _retry_hint(retry_ms: int) -> bytes:
     return f"retry: {random.randint(retry_ms // 2, retry_ms * 3 // 2)}\n\n".encode()
 
 
+class TooManyStreams(ApiError):
+    """The agent already holds as many event streams open as one agent may."""
+
+    status = 429
+    code = "too_many_streams"
+
+    def __init__(self, limit: int, retry_after: int):
+        super().__init__(
+            f"this agent already has {limit} event streams open, the most allowed: close a page "
+            f"or tab that shows the calls, or try again in {retry_after} s"
+        )
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class StreamSlot:
+    """One open stream's place among its agent's: renewed while it runs, given back at its end."""
+
+    def __init__(self, slots: StreamSlots, agent_id: str, stream_id: str):
+        self._slots = slots
+        self.agent_id = agent_id
+        self.stream_id = stream_id
+
+    @property
+    def renew_seconds(self) -> float:
+        """How often the stream renews it (three times per lease)."""
+        return self._slots.lease_ms / 3000
+
+    def renew(self) -> None:
+        """Push the slot's lapse one lease further; a Redis error only logs (the slot may lapse)."""
+        try:
+            self._slots.run("renew", self.agent_id, self.stream_id)
+        except REDIS_ERRORS as error:
+            log.warning("stream slot of agent %s not renewed: %s", self.agent_id, error)
+
+    def release(self) -> None:
+        """Give the slot back (safe to call twice); if Redis is away, the slot lapses instead."""
+        try:
+            self._slots.client.zrem(self._slots.keys.agent_streams(self.agent_id), self.stream_id)
+        except REDIS_ERRORS as error:
+            log.warning("stream slot of agent %s not released: %s", self.agent_id, error)
+
+
+class StreamSlots:
+    """At most `limit` open event streams per agent, counted in Redis across workers and hosts.
+
+    Each stream holds a slot that lapses `lease_ms` after its last renewal, so the slots of a
+    worker that was killed free themselves; a stream that ends gives its slot back at once.
+    """
+
+    def __init__(self, live: LiveState, limit: int, lease_ms: int):
+        self.client = live.client
+        self.keys = live.keys
+        self.limit = limit
+        self.lease_ms = lease_ms
+        script = resources.files(__package__).joinpath("lua", "stream_slot.lua").read_text()
+        self._script = live.client.register_script(script)
+
+    def run(self, op: str, agent_id: str, stream_id: str) -> list[int]:
+        """Run stream_slot.lua ("take" or "renew") for one stream."""
+        now_ms = int(time.time() * 1000)
+        reply = self._script(
+            keys=[self.keys.agent_streams(agent_id)],
+            args=[op, stream_id, now_ms, self.lease_ms, self.limit],
+        )
+        return [int(item) for item in reply]
+
+    def take(self, agent_id: str) -> StreamSlot:
+        """A slot for a new stream of this agent's, or TooManyStreams (429) when all are held."""
+        stream_id = uuid.uuid4().hex
+        try:
+            reply = self.run("take", agent_id, stream_id)
+        except REDIS_ERRORS as exc:
+            raise StorageUnavailable("redis", str(exc)) from exc
+        if reply[0] != 1:
+            raise TooManyStreams(self.limit, max(1, -(-reply[1] // 1000)))
+        return StreamSlot(self, agent_id, stream_id)
+
+
+class StreamGuard(Protocol):
+    """Whose stream this is, and whether their session is still good (auth.StreamGuard)."""
+
+    agent_id: str
+    session_id: str | None
+    still_valid: Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class StreamOwner:
+    """A StreamGuard for when the session cannot be checked again: the agent, always valid."""
+
+    agent_id: str
+    session_id: str | None = None
+    still_valid: Callable[[], bool] = lambda: True
+
+
 @dataclass(frozen=True)
 class StreamSettings:
     """Timings of one event stream."""
@@ -261,13 +406,36 @@ class StreamSettings:
     heartbeat_seconds: float = 15.0
     lifetime_seconds: float = 3600.0
     retry_ms: int = 3000
+    guard_check_seconds: float = GUARD_CHECK_SECONDS
+
+
+def _still_valid(guard: StreamGuard) -> bool:
+    """Ask the guard; an error (PostgreSQL away) keeps the stream, since nothing can be revoked
+    while the store that records revocations is down, and the announcement still ends it."""
+    try:
+        return bool(guard.still_valid())
+    except Exception:
+        log.warning(
+            "could not check the session of agent %s's stream", guard.agent_id, exc_info=True
+        )
+        return True
 
 
 def event_stream(
-    hub: PushHub, last_event_id: str | None, settings: StreamSettings
+    hub: PushHub,
+    last_event_id: str | None,
+    settings: StreamSettings,
+    guard: StreamGuard | None = None,
+    slot: StreamSlot | None = None,
 ) -> Iterator[bytes]:
-    """The body of GET /api/telnyx/events: catch-up or snapshot, then live events."""
-    subscriber = hub.subscribe()
+    """The body of GET /api/telnyx/events: catch-up or snapshot, then live events.
+
+    With a `guard`, the stream ends (with a retry hint) once its session is revoked; with a
+    `slot`, it keeps its agent's stream slot renewed and gives it back when it ends.
+    """
+    subscriber = hub.subscribe(
+        guard.agent_id if guard else None, guard.session_id if guard else None
+    )
     metrics.SSE_STREAMS.inc()
     try:
         if subscriber.ended:
@@ -291,25 +459,46 @@ def event_stream(
         for entry in hub.live.events_after(start):
             frames, last_key = _deliver(hub, _message(entry), last_key)
             yield from frames
-        deadline = time.monotonic() + settings.lifetime_seconds * random.uniform(0.9, 1.1)
+        now = time.monotonic()
+        deadline = now + settings.lifetime_seconds * random.uniform(0.9, 1.1)
+        check_every = min(settings.guard_check_seconds, settings.heartbeat_seconds)
+        next_ping = now + settings.heartbeat_seconds
+        next_check = now + check_every if guard else float("inf")
+        next_renew = now + slot.renew_seconds if slot else float("inf")
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 return  # the page reconnects, perhaps to another worker, and resumes
-            try:
-                message = subscriber.queue.get(timeout=min(settings.heartbeat_seconds, remaining))
-            except queue.Empty:
+            if now >= next_check:
+                next_check = now + check_every
+                if not _still_valid(guard):
+                    # The announcement was missed (a Redis flush, say): end it the same way.
+                    yield _retry_hint(DRAIN_RETRY_MS)
+                    return
+            if now >= next_renew:
+                next_renew = now + slot.renew_seconds
+                slot.renew()
+            if now >= next_ping:
+                next_ping = now + settings.heartbeat_seconds
                 yield b": ping\n\n"
+            wait = min(deadline, next_ping, next_check, next_renew) - now
+            try:
+                message = subscriber.queue.get(timeout=max(wait, 0.001))
+            except queue.Empty:
                 continue
             if message is None or subscriber.ended:
                 if subscriber.farewell:
                     yield subscriber.farewell
                 return
             frames, last_key = _deliver(hub, message, last_key)
+            if frames:
+                next_ping = time.monotonic() + settings.heartbeat_seconds
             yield from frames
     finally:
         metrics.SSE_STREAMS.dec()
         hub.unsubscribe(subscriber)
+        if slot is not None:
+            slot.release()
 
 
 def _snapshot(hub: PushHub) -> tuple[bytes, str]:
@@ -329,6 +518,10 @@ def _deliver(
     """
     if message is not STREAM_REPLACED and message.key <= last_key:
         return [], last_key
+    if message.event == SESSION_REVOKED:
+        # For the workers only; skipping it leaves the resume point where it was, so nothing
+        # after it is lost (the entry is skipped again on the next resume).
+        return [], last_key
     if message.event != RESET:
         return [message.wire], message.key
     frame, snapshot_id = _snapshot(hub)
@@ -340,9 +533,20 @@ def get_hub() -> PushHub:
     return current_app.extensions["push"]
 
 
+def get_stream_slots() -> StreamSlots:
+    """This app's per-agent stream slots."""
+    return current_app.extensions["stream_slots"]
+
+
 def init_app(app: Flask) -> None:
     """One hub per app (its reader starts with the first page, in each worker); a draining app
     ends its streams."""
     hub = PushHub(app.extensions["live"], app.config["SSE_QUEUE_SIZE"])
     app.extensions["push"] = hub
     app.extensions["lifecycle"].on_start(hub.end_all)
+    # Three heartbeats' worth: a stream renews its slot well before it lapses, and a killed
+    # worker's slots come free within a minute at the default heartbeat.
+    lease_ms = int(max(3 * app.config["SSE_HEARTBEAT_SECONDS"], 3) * 1000)
+    app.extensions["stream_slots"] = StreamSlots(
+        app.extensions["live"], app.config["SSE_MAX_STREAMS_PER_AGENT"], lease_ms
+    )

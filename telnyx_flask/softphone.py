@@ -10,15 +10,18 @@ import requests
 from flask import Blueprint, Response, current_app, jsonify, send_file, url_for
 
 from .auth import Agent, agent_required, current_agent
-from .calls import TelnyxRefused, require_telnyx, sip_uri_for
+from .calls import AGENT_CALL_HEADER, TelnyxRefused, require_telnyx, sip_uri_for
 from .db import get_db
 from .errors import ApiError
 from .history import MAX_PHONE_LENGTH
 from .prospects import to_e164
+from .rate_limits import check_rate, webrtc_tokens_limit
 from .request_body import json_object
 from .telnyx_api import TelnyxError
 
 bp = Blueprint("softphone", __name__)
+# Registered only in development (create_app): production has no such route at all.
+dev_bp = Blueprint("softphone_dev", __name__)
 
 # The page loads only its own files; the WebRTC SDK talks to Telnyx's signalling hosts.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -68,16 +71,26 @@ class WebRtc:
 
 
 def webrtc_for(agent: Agent) -> WebRtc:
-    """The agent's telephony credential (its own, else TELNYX_CREDENTIAL_ID) and readiness."""
+    """The agent's telephony credential and readiness: its own, else TELNYX_CREDENTIAL_ID only
+    when WEBRTC_SHARED_CREDENTIAL allows sharing one between agents."""
     config = current_app.config
     with get_db().connection() as conn, conn.cursor() as cur:
         cur.execute("SELECT telephony_credential_id FROM users WHERE id = %s", (agent.id,))
         row = cur.fetchone()
-    credential_id = (row[0] if row else None) or config["TELNYX_CREDENTIAL_ID"]
+    own = row[0] if row else None
+    shared = config["TELNYX_CREDENTIAL_ID"]
+    # Every page signed in with a shared credential is rung with every agent's calls; the page
+    # picks its own by a SIP header, but sharing stays an explicit choice.
+    credential_id = own or (shared if config["WEBRTC_SHARED_CREDENTIAL"] else None)
     if not config["WEBRTC_ENABLED"]:
         reason = "in-browser audio is turned off on this server (WEBRTC_ENABLED=false)"
     elif config["TELNYX_API_KEY"] is None:
         reason = "TELNYX_API_KEY is not set"
+    elif credential_id is None and shared is not None:
+        reason = (
+            "this agent has no Telnyx telephony credential of its own, and sharing "
+            "TELNYX_CREDENTIAL_ID between agents is off (WEBRTC_SHARED_CREDENTIAL=false)"
+        )
     elif credential_id is None:
         reason = "this agent has no Telnyx telephony credential"
     elif not config["WEBRTC_SDK_PATH"].is_file():
@@ -135,8 +148,13 @@ def page_config():
                 "enabled": webrtc.enabled,
                 "reason": webrtc.reason,
                 "sdk_url": url_for("softphone.webrtc_sdk"),
+                # The SIP header on the transferred leg that names the call this agent took.
+                "call_header": AGENT_CALL_HEADER,
             },
-            "simulator": {"enabled": config["TELNYX_SIMULATOR_URL"] is not None},
+            "simulator": {
+                "enabled": config["APP_ENV"] == "development"
+                and config["TELNYX_SIMULATOR_URL"] is not None
+            },
             "ring_timeout_seconds": config["RING_TIMEOUT_SECONDS"],
         }
     )
@@ -147,6 +165,7 @@ def page_config():
 def webrtc_token():
     """A Telnyx WebRTC login token for the agent's credential; the SIP password stays here."""
     agent = current_agent()
+    check_rate(webrtc_tokens_limit(), agent.id)
     webrtc = webrtc_for(agent)
     if webrtc.credential_id is None:
         raise NotConfigured(
@@ -172,7 +191,7 @@ def _number(body: dict[str, Any], field: str, default: str) -> str:
         raise ApiError(f"{field} must be a phone number", code=f"invalid_{field}") from None
 
 
-@bp.post("/api/dev/simulated-calls")
+@dev_bp.post("/api/dev/simulated-calls")
 @agent_required
 def simulate_call():
     """Ask the Telnyx simulator (TELNYX_SIMULATOR_URL) to ring this service with a new call."""

@@ -246,11 +246,12 @@ class TelnyxClient:
         timeout_secs: int | None = None,
         client_state: str | None = None,
         target_leg_client_state: str | None = None,
+        custom_headers: list[dict[str, str]] | None = None,
         command_id: str | None = None,
         deadline: float | None = None,
         attempts: int | None = None,
     ) -> dict:
-        """Transfer the call to a phone number or SIP URI."""
+        """Transfer the call to a phone number or SIP URI (`custom_headers`: SIP X- headers)."""
         _require_call_control_id(call_control_id)
         if not isinstance(to, str) or not to.strip():
             raise ValueError("transfer target 'to' must be a non-empty number or SIP URI")
@@ -270,6 +271,28 @@ class TelnyxClient:
             body["client_state"] = client_state
         if target_leg_client_state is not None:
             body["target_leg_client_state"] = target_leg_client_state
+        if custom_headers is not None:
+            # Telnyx puts these on the INVITE: only X- headers, and nothing that could end a
+            # header line early and smuggle in another.
+            if not isinstance(custom_headers, list):
+                raise ValueError("custom_headers must be a list of {name, value}")
+            for header in custom_headers:
+                name = header.get("name") if isinstance(header, dict) else None
+                value = header.get("value") if isinstance(header, dict) else None
+                if (
+                    not isinstance(name, str)
+                    or not name[:2].lower() == "x-"
+                    or not name.isascii()
+                    or not name.replace("-", "").isalnum()
+                ):
+                    raise ValueError(
+                        f"custom header names must be X-<letters, digits, ->: {name!r}"
+                    )
+                if not isinstance(value, str) or not value or not value.isprintable():
+                    raise ValueError(f"custom header {name} needs a printable value, got {value!r}")
+                if set(header) != {"name", "value"}:
+                    raise ValueError(f"custom header {name} has fields other than name and value")
+            body["custom_headers"] = [dict(header) for header in custom_headers]
         command_id = command_id or command_id_for("transfer", call_control_id, to)
         return self._command("transfer", call_control_id, body, command_id, deadline, attempts)
 

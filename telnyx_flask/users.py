@@ -1,4 +1,4 @@
-"""Agent accounts: the `users` CLI group (create, list, deactivate)."""
+"""Agent accounts: the `users` CLI group (create, list, set-password, deactivate)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import psycopg2
 import psycopg2.errors
 from flask import Flask
 from flask.cli import AppGroup
-from werkzeug.security import generate_password_hash
 
+from .auth import end_agent_sessions, hash_password
 from .db import get_db
 from .request_body import is_storable_text
 
@@ -70,7 +70,7 @@ def create_user(
                 (
                     email.strip(),
                     name.strip(),
-                    generate_password_hash(password),
+                    hash_password(password),
                     sip_username,
                     telephony_credential_id,
                 ),
@@ -182,29 +182,32 @@ def set_password_command(email: str, password_stdin: bool) -> None:
     with get_db().connection() as conn, conn.cursor() as cur:
         cur.execute(
             "UPDATE users SET password_hash = %s, updated_at = now()"
-            " WHERE lower(email) = lower(%s) RETURNING id",
-            (generate_password_hash(password), email),
+            " WHERE lower(email) = lower(%s) RETURNING id::text",
+            (hash_password(password), email),
         )
         found = cur.fetchone()
     if found is None:
         raise click.ClickException(f"no agent with email {email}")
-    click.echo(f"new password set for {email}")
+    # Whoever knew the old password may be signed in with it.
+    end_agent_sessions(found[0])
+    click.echo(f"new password set for {email}; every session of the agent has ended")
 
 
 @users_cli.command("deactivate")
 @click.argument("email", callback=_storable_argument)
 def deactivate_command(email: str) -> None:
-    """Deactivate an agent: sign-in and existing sessions stop working (403)."""
+    """Deactivate an agent: sign-in is refused and every session ends."""
     with get_db().connection() as conn, conn.cursor() as cur:
         cur.execute(
             "UPDATE users SET active = false, updated_at = now()"
-            " WHERE lower(email) = lower(%s) RETURNING id",
+            " WHERE lower(email) = lower(%s) RETURNING id::text",
             (email,),
         )
         found = cur.fetchone()
     if found is None:
         raise click.ClickException(f"no agent with email {email}")
-    click.echo(f"deactivated {email}")
+    end_agent_sessions(found[0])
+    click.echo(f"deactivated {email}; every session of the agent has ended")
 
 
 def init_app(app: Flask) -> None:

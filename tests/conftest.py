@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import pytest
 import redis
 from nacl.signing import SigningKey
@@ -81,9 +82,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return SERVICES
 
 
+# Production refuses weak keys; a fixed random one keeps tokens valid across the test servers.
+TEST_SECRET_KEY = "Jq3v9XkP2mW7tR8yL4nB6cD1fG5hZ0sQ"
 SIGNING_SEED = bytes(range(32))
 PUBLIC_KEY = base64.b64encode(bytes(SigningKey(SIGNING_SEED).verify_key)).decode()
-TABLES = ("webhook_events", "call_logs", "inbound_calls", "prospects", "users", "telnyx_outbox")
+TABLES = ("telnyx_outbox", "webhook_events", "call_logs", "inbound_calls", "prospects", "users")
 
 
 def load_fixture(name: str) -> dict[str, Any]:
@@ -170,9 +173,19 @@ def clean_storage(database_url: str, redis_client: redis.Redis, redis_prefix: st
     """Empty tables and keys before and after each test."""
 
     def empty() -> None:
-        with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
-            cur.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
-        conn.close()
+        # A running server's background loops query these tables every second; PostgreSQL may
+        # pick the TRUNCATE as a deadlock's victim, and then it simply goes again.
+        for attempt in range(3):
+            conn = psycopg2.connect(database_url)
+            try:
+                with conn, conn.cursor() as cur:
+                    cur.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+                break
+            except psycopg2.errors.DeadlockDetected:
+                if attempt == 2:
+                    raise
+            finally:
+                conn.close()
         empty_redis(redis_client, redis_prefix)
 
     empty()
@@ -184,7 +197,7 @@ def app_settings(database_url: str, redis_prefix: str, telnyx_base: str) -> dict
     """Production-mode settings pointing at the test services."""
     return {
         "APP_ENV": "production",
-        "SECRET_KEY": "test-secret",
+        "SECRET_KEY": TEST_SECRET_KEY,
         "DATABASE_URL": database_url,
         "DB_POOL_TIMEOUT": "2",
         "REDIS_URL": TEST_REDIS_URL,

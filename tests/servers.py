@@ -26,8 +26,16 @@ ROOT = Path(__file__).parent.parent
 class Gunicorn:
     """`gunicorn --config gunicorn.conf.py wsgi:app` with the given settings, as a subprocess."""
 
-    def __init__(self, settings: dict[str, str], workers: int = 2, port: int | None = None):
+    def __init__(
+        self,
+        settings: dict[str, str],
+        workers: int = 2,
+        port: int | None = None,
+        *,
+        dotenv_path: str = "/nonexistent",
+    ):
         self.settings = settings
+        self.dotenv_path = dotenv_path
         self.workers = workers
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -37,7 +45,7 @@ class Gunicorn:
             if not key.startswith(("TELNYX_", "DB_", "REDIS_", "DATABASE_URL", "APP_ENV"))
         }
         env.update({key: value for key, value in settings.items() if isinstance(value, str)})
-        env.update(PORT=str(self.port), WEB_CONCURRENCY=str(workers), DOTENV_PATH="/nonexistent")
+        env.update(PORT=str(self.port), WEB_CONCURRENCY=str(workers), DOTENV_PATH=dotenv_path)
         # A file, not a pipe: nobody reads a pipe until stop(), and a full one would block the
         # workers' log writes (every request logs a line).
         self.output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed with the object)
@@ -82,7 +90,9 @@ class Gunicorn:
 
     def restarted(self) -> Gunicorn:
         """A new gunicorn with the same settings on the same port (call stop() first)."""
-        server = Gunicorn(self.settings, workers=self.workers, port=self.port)
+        server = Gunicorn(
+            self.settings, workers=self.workers, port=self.port, dotenv_path=self.dotenv_path
+        )
         server.wait_ready()
         return server
 
@@ -238,6 +248,8 @@ def start_stack(
     settings.update(
         TELNYX_PUBLIC_KEY=SIM_PUBLIC_KEY,
         TELNYX_SIMULATOR_URL=simulator.url,
+        # The simulator serves the recordings; in production only listed hosts are fetched.
+        RECORDING_HOSTS=simulator.url,
         BACKGROUND_TASKS="true",
         **overrides,
     )

@@ -43,7 +43,10 @@ def test_answer_claims_answers_and_transfers_to_the_agent(
         ("answer", CALLER),
         ("transfer", CALLER),
     ]
-    assert fake_telnyx.received("transfer")[0].body["to"] == "sip:agentalice@sip.telnyx.com"
+    transfer = fake_telnyx.received("transfer")[0].body
+    assert transfer["to"] == "sip:agentalice@sip.telnyx.com"
+    # Names the call, so that a browser sharing a WebRTC credential answers only its own.
+    assert transfer["custom_headers"] == [{"name": "X-Call-Control-Id", "value": CALLER}]
     events = stream(redis_client, redis_prefix)
     assert events[-1] == (
         "call.claimed",

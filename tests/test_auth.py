@@ -51,7 +51,7 @@ def test_wrong_password_and_unknown_email_get_the_same_answer(client, agent):
 )
 def test_malformed_login_is_400(client, body):
     if body is None:
-        response = client.post("/api/auth/login")
+        response = client.post("/api/auth/login", headers={"Content-Type": "application/json"})
     elif isinstance(body, str):
         response = client.post(
             "/api/auth/login", data=body, headers={"Content-Type": "application/json"}
@@ -103,7 +103,7 @@ def test_expired_token_is_401(app, client, agent, monkeypatch):
 
 
 def test_token_from_another_secret_is_401(settings, client, agent):
-    settings["SECRET_KEY"] = "another-secret"
+    settings["SECRET_KEY"] = "Zx8Kp2Lm9Qw4Er7Ty1Ui6Op3As5Df0Gh"
     other_app = create_app(settings)
     with other_app.app_context():
         token = issue_token(Agent(agent.id, agent.email, agent.name, None))

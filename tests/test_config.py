@@ -9,11 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from telnyx_flask.config import ConfigError, config_from_environment
+from telnyx_flask.config import (
+    DEFAULT_RECORDING_HOSTS,
+    ConfigError,
+    RecordingSource,
+    config_from_environment,
+)
 
-from .conftest import PUBLIC_KEY
+from .conftest import PUBLIC_KEY, TEST_SECRET_KEY
 
-PRODUCTION = {"TELNYX_PUBLIC_KEY": PUBLIC_KEY, "TELNYX_API_KEY": "KEY", "SECRET_KEY": "s"}
+PRODUCTION = {
+    "TELNYX_PUBLIC_KEY": PUBLIC_KEY,
+    "TELNYX_API_KEY": "KEY",
+    "SECRET_KEY": TEST_SECRET_KEY,
+}
 
 
 def test_production_defaults():
@@ -83,13 +92,119 @@ def test_dotenv_is_read_only_in_development(tmp_path, monkeypatch):
     dotenv = tmp_path / ".env"
     dotenv.write_text("APP_ENV=development\nRING_TIMEOUT_SECONDS=45\n")
     monkeypatch.chdir(tmp_path)
-    for name in ("APP_ENV", "RING_TIMEOUT_SECONDS", "DOTENV_PATH"):
+    for name in ("RING_TIMEOUT_SECONDS", "DOTENV_PATH"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("APP_ENV", "development")
     assert config_from_environment()["RING_TIMEOUT_SECONDS"] == 45
     # The real environment decides the mode: production ignores the file.
     for name, value in {**PRODUCTION, "APP_ENV": "production"}.items():
         monkeypatch.setenv(name, value)
     assert config_from_environment()["RING_TIMEOUT_SECONDS"] == 30
+
+
+def test_a_dotenv_cannot_select_development(tmp_path, monkeypatch):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("APP_ENV=development\nTELNYX_WEBHOOK_VERIFY=false\nSECRET_KEY=change-me\n")
+    monkeypatch.setenv("DOTENV_PATH", str(dotenv))
+    monkeypatch.delenv("APP_ENV", raising=False)
+    for name, value in PRODUCTION.items():
+        monkeypatch.setenv(name, value)
+    config = config_from_environment()
+    assert config["APP_ENV"] == "production"
+    assert config["TELNYX_WEBHOOK_VERIFY"] is True
+    assert config["SECRET_KEY"] == TEST_SECRET_KEY
+    # Without a key of its own, the process stops: the file's key is never used.
+    monkeypatch.delenv("SECRET_KEY")
+    with pytest.raises(ConfigError, match="SECRET_KEY is required"):
+        config_from_environment()
+
+
+def test_development_takes_other_settings_from_the_dotenv_but_not_the_mode(tmp_path, monkeypatch):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("APP_ENV=production\nRING_TIMEOUT_SECONDS=45\n")
+    monkeypatch.setenv("DOTENV_PATH", str(dotenv))
+    monkeypatch.setenv("APP_ENV", "development")
+    config = config_from_environment()
+    assert (config["APP_ENV"], config["RING_TIMEOUT_SECONDS"]) == ("development", 45)
+
+
+@pytest.mark.parametrize(
+    ("key", "named"),
+    [
+        ("change-me", "SECRET_KEY is too short"),
+        ("secret", "SECRET_KEY is too short"),
+        ("x" * 31, "SECRET_KEY is too short"),
+        ("0123456789abcdef", "SECRET_KEY is too short"),
+        ("change-me-change-me-change-me-change-me", "SECRET_KEY is a placeholder"),
+        ("CHANGEME_please_0123456789_abcdefghij", "SECRET_KEY is a placeholder"),
+        ("development-only-secret-key-for-real-now", "SECRET_KEY is a placeholder"),
+        ("my-super-secret-signing-key-1234567890", "SECRET_KEY is a placeholder"),
+        ("a" * 64, "SECRET_KEY does not look random"),
+        ("abababababababababababababababababab", "SECRET_KEY does not look random"),
+        ("abcdefghijabcdefghijabcdefghijabcdefghij", "SECRET_KEY does not look random"),
+        ("1122334455112233445511223344551122334455", "SECRET_KEY does not look random"),
+    ],
+)
+def test_production_refuses_a_weak_or_placeholder_secret_key(key, named):
+    with pytest.raises(ConfigError, match=named) as refused:
+        config_from_environment({**PRODUCTION, "SECRET_KEY": key})
+    assert key not in str(refused.value)  # the line names the setting, never echoes the key
+
+
+def test_the_example_env_key_is_refused_in_production():
+    example = Path(__file__).parent.parent / ".env.example"
+    key = next(
+        line.split("=", 1)[1]
+        for line in example.read_text().splitlines()
+        if line.startswith("SECRET_KEY=")
+    )
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        config_from_environment({**PRODUCTION, "SECRET_KEY": key or "change-me"})
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        TEST_SECRET_KEY,
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",  # openssl rand -hex 32
+        "Zp0d0GJmGk7Q2mX1y3Sx0n7V_tL8wq5rBfA9cEiHuKo",  # secrets.token_urlsafe(32)
+    ],
+)
+def test_production_accepts_a_strong_secret_key(key):
+    assert config_from_environment({**PRODUCTION, "SECRET_KEY": key})["SECRET_KEY"] == key
+
+
+def test_development_without_a_secret_key_still_starts():
+    config = config_from_environment({"APP_ENV": "development"})
+    assert config["SECRET_KEY"]
+    assert config_from_environment({"APP_ENV": "development", "SECRET_KEY": "dev"})["SECRET_KEY"]
+
+
+def test_recording_hosts_default_to_telnyx_and_take_explicit_origins():
+    default = config_from_environment(PRODUCTION)["RECORDING_SOURCES"]
+    assert len(default) == len(DEFAULT_RECORDING_HOSTS)
+    assert RecordingSource("https", "s3.amazonaws.com", 443, "/telephony-recorder-prod") in default
+    configured = config_from_environment(
+        {**PRODUCTION, "RECORDING_HOSTS": "media.example.com/calls, http://127.0.0.1:8080"}
+    )["RECORDING_SOURCES"]
+    assert configured == (
+        RecordingSource("https", "media.example.com", 443, "/calls"),
+        RecordingSource("http", "127.0.0.1", 8080, ""),
+    )
+
+
+def test_the_simulator_is_a_recording_source_in_development_only():
+    simulator = {"TELNYX_SIMULATOR_URL": "http://127.0.0.1:8710"}
+    production = config_from_environment({**PRODUCTION, **simulator})["RECORDING_SOURCES"]
+    development = config_from_environment({"APP_ENV": "development", **simulator})
+    assert RecordingSource("http", "127.0.0.1", 8710, "") not in production
+    assert RecordingSource("http", "127.0.0.1", 8710, "") in development["RECORDING_SOURCES"]
+
+
+@pytest.mark.parametrize("hosts", ["*", "*.com", "ftp://files.example.com", "a.example.com:0x"])
+def test_a_bad_recording_host_is_named(hosts):
+    with pytest.raises(ConfigError, match="RECORDING_HOSTS must list hosts"):
+        config_from_environment({**PRODUCTION, "RECORDING_HOSTS": hosts})
 
 
 def test_startup_with_a_missing_setting_prints_one_line_naming_it(tmp_path):
@@ -101,12 +216,12 @@ def test_startup_with_a_missing_setting_prints_one_line_naming_it(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", "import wsgi"],
         cwd=Path(__file__).parent.parent,
-        env={**env, "SECRET_KEY": "s", "TELNYX_API_KEY": "k"},
+        env={**env, "SECRET_KEY": TEST_SECRET_KEY, "TELNYX_API_KEY": "k"},
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert result.stderr.strip().splitlines() == [
         "telnyx-flask: configuration error: TELNYX_PUBLIC_KEY is required "
         "(base64 Ed25519 key from Telnyx)"

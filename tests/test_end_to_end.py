@@ -14,8 +14,16 @@ from .servers import ready_simulator, running_stack
 @pytest.fixture(scope="module")
 def stack(database_url, redis_prefix):
     """Four gevent workers and the simulator, shared by this module's tests."""
-    # A long ring timeout: the race test keeps 100 calls ringing for a while on a slow machine.
-    with running_stack(database_url, redis_prefix, workers=4, RING_TIMEOUT_SECONDS="600") as stack:
+    # A long ring timeout: the race test keeps 100 calls ringing for a while on a slow machine;
+    # and 20 agents each press Answer 100 times in well under a minute, far past the per-agent
+    # limit meant for people.
+    with running_stack(
+        database_url,
+        redis_prefix,
+        workers=4,
+        RING_TIMEOUT_SECONDS="600",
+        AGENT_ACTIONS_PER_MINUTE="100000",
+    ) as stack:
         yield stack
 
 

@@ -97,7 +97,14 @@ def is_drain_hint(frame: Frame) -> bool:
 @pytest.fixture
 def server_settings(settings) -> dict:
     """The settings for gunicorn: frequent heartbeats, so that silence is quick to tell."""
-    return {**settings, "SSE_HEARTBEAT_SECONDS": "1", "RECORD_CALLS": "false"}
+    # The test opens and closes many streams as one agent to land one on each worker; a closed
+    # stream's slot is freed only at its next write, so the per-agent limit is raised here.
+    return {
+        **settings,
+        "SSE_HEARTBEAT_SECONDS": "1",
+        "RECORD_CALLS": "false",
+        "SSE_MAX_STREAMS_PER_AGENT": "1000",
+    }
 
 
 def test_sigterm_ends_open_streams_at_once_and_pages_resume_on_the_next_server_without_a_gap(

@@ -84,7 +84,9 @@ def test_calls_are_listed_newest_first(client, agent, add_call):
     assert response.get_json()["next_cursor"] is None
 
 
-def test_a_call_is_shown_with_its_agent_prospect_and_recording(client, agent, db_rows, add_call):
+def test_a_call_is_shown_with_its_agent_prospect_and_whether_it_has_a_recording(
+    client, agent, db_rows, add_call
+):
     prospect = db_rows(
         "INSERT INTO prospects (name, phone_number) VALUES ('Ada Lovelace', '+13125550147')"
         " RETURNING id::text"
@@ -115,7 +117,7 @@ def test_a_call_is_shown_with_its_agent_prospect_and_recording(client, agent, db
             "started_at": "2026-11-20T15:00:00+00:00",
             "ended_at": "2026-11-20T15:03:00.000500+00:00",
             "end_reason": "normal_clearing",
-            "recording_url": "https://recordings.example.test/a1b2c3.mp3",
+            "has_recording": True,
             "agent": {"id": agent.id, "name": "Alice"},
         }
     ]
@@ -125,7 +127,7 @@ def test_a_call_nobody_answered_has_no_agent_or_recording(client, agent, add_cal
     add_call(outcome="missed")
     call = list_calls(client, agent).get_json()["calls"][0]
     assert call["agent"] is None
-    assert call["recording_url"] is None
+    assert call["has_recording"] is False
     assert call["caller_name"] is None
 
 
@@ -278,7 +280,7 @@ def test_a_call_from_webhooks_is_in_the_history(client, agent, post_webhook):
     assert call["agent"] is None
 
 
-def test_a_call_an_agent_took_shows_the_agent_and_the_recording(client, agent, post_webhook):
+def test_a_call_an_agent_took_shows_the_agent_and_that_it_was_recorded(client, agent, post_webhook):
     initiated, *rest = answered_call_events()
     assert post_webhook(initiated).status_code == 200
     assert (
@@ -290,7 +292,20 @@ def test_a_call_an_agent_took_shows_the_agent_and_the_recording(client, agent, p
     assert call["call_control_id"] == CALLER
     assert call["agent"] == {"id": agent.id, "name": "Alice"}
     assert call["duration"] == 155
-    assert call["recording_url"] == "https://recordings.example.test/a1b2c3.mp3?X-Amz-Expires=600"
+    assert call["has_recording"] is True
+    assert "recording_url" not in call
+
+
+def test_history_never_carries_the_pre_signed_recording_link(client, agent, add_call):
+    link = "https://s3.amazonaws.com/telephony-recorder-prod/a1b2c3.mp3?X-Amz-Signature=abc"
+    call_id = add_call(outcome="answered", recording_url=link)
+    listed = client.get("/api/calls", headers=agent.headers)
+    one = client.get(f"/api/calls/{call_id}", headers=agent.headers)
+    assert listed.status_code == one.status_code == 200
+    for body in (listed.get_data(as_text=True), one.get_data(as_text=True)):
+        assert "X-Amz-Signature" not in body
+        assert "recording_url" not in body
+    assert one.get_json()["call"]["has_recording"] is True
 
 
 def forged_cursor(body) -> str:

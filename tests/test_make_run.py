@@ -250,3 +250,18 @@ def test_demo_data_goes_only_into_an_empty_database(database_url, make_agent, db
     seed_demo(database_url)
     assert first > 0
     assert db_rows("SELECT count(*) AS n FROM prospects") == [{"n": first}]
+
+
+def test_make_run_keeps_the_secret_key_it_made_across_restarts(tmp_path):
+    from telnyx_flask.config import check_secret_key
+    from telnyx_flask.devserver import SECRET_KEY_FILE, kept_secret_key
+
+    first = kept_secret_key(tmp_path)
+    assert check_secret_key(first) == first  # strong enough for production, too
+    assert kept_secret_key(tmp_path) == first  # the next `make run` signs with the same key
+    kept = tmp_path / SECRET_KEY_FILE
+    assert kept.stat().st_mode & 0o777 == 0o600
+    kept.write_text("change-me\n")  # a weak key in the file is replaced, not used
+    replaced = kept_secret_key(tmp_path)
+    assert replaced not in (first, "change-me")
+    assert kept_secret_key(tmp_path) == replaced

@@ -14,10 +14,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from telnyx_flask import create_app
 from telnyx_flask.auth import Agent, issue_token
-from telnyx_flask.openapi import DOCUMENT
+from telnyx_flask.openapi import DEVELOPMENT_ONLY_PATHS, DOCUMENT, document_for
 
-from .conftest import app_settings
+from .conftest import app_settings, close_app
 from .servers import Gunicorn
 
 # Not part of the API: Flask's static files, whose paths are the page's own business.
@@ -37,24 +38,40 @@ def openapi_path(rule: str) -> str:
     return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule)
 
 
-def test_every_route_is_documented_with_its_methods(app):
-    documented = {
-        (path, method.upper()) for path, item in DOCUMENT["paths"].items() for method in item
-    }
-    routes = {
+def documented_routes(document: dict) -> set[tuple[str, str]]:
+    return {(path, method.upper()) for path, item in document["paths"].items() for method in item}
+
+
+def app_routes(app) -> set[tuple[str, str]]:
+    return {
         (openapi_path(rule.rule), method)
         for rule in app.url_map.iter_rules()
         if rule.rule not in UNDOCUMENTED
         for method in rule.methods - {"HEAD", "OPTIONS"}
     }
+
+
+@pytest.mark.parametrize("app_env", ["production", "development"])
+def test_every_route_is_documented_with_its_methods(settings, app_env):
+    """Production has every documented route but the development-only ones; development all."""
+    app = create_app({**settings, "APP_ENV": app_env})
+    try:
+        documented = documented_routes(document_for(app_env == "development"))
+        routes = app_routes(app)
+    finally:
+        close_app(app)
     assert routes - documented == set(), "routes missing from the OpenAPI document"
     assert documented - routes == set(), "documented routes the app does not have"
+    assert {path for path, _ in documented_routes(DOCUMENT)} - {path for path, _ in routes} == (
+        set() if app_env == "development" else set(DEVELOPMENT_ONLY_PATHS)
+    )
 
 
-def test_the_document_is_served(client):
+def test_the_document_is_served_without_development_only_paths(client):
     response = client.get("/api/openapi.json")
     assert response.status_code == 200
     assert response.json["openapi"] == "3.1.0"
+    assert DEVELOPMENT_ONLY_PATHS.isdisjoint(response.json["paths"])
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +82,9 @@ def live(database_url, redis_prefix, fake_telnyx):
         yield server
 
 
-# Built from the document itself, so the test's cases exist at collection time; the requests go
-# to the live server.
-schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(path=ENDLESS)
+# Built from the document itself (as production serves it: the server below runs in production),
+# so the test's cases exist at collection time; the requests go to the live server.
+schema = schemathesis.openapi.from_dict(document_for(development=False)).exclude(path=ENDLESS)
 
 
 @schema.parametrize()

@@ -386,15 +386,27 @@ def test_a_hidden_tab_gets_a_desktop_notification(sim, pages, make_agent, base_u
     page.signed_in_as("Alice")
     call = sim.call(from_="+13125550147")
     expect(page.card(call)).to_be_visible()
-    page.page.wait_for_function("window.__shown.length > 0")
+    page.page.wait_for_function("() => window.__shown.length > 0")
     shown = page.page.evaluate("window.__shown")
     assert shown == [
         {"title": "Incoming call", "body": "+1 (312) 555-0147 is calling", "tag": call}
     ]
 
 
-def test_the_simulator_button_makes_a_call_ring(sim, pages, make_agent):
-    page = signed_in(pages, make_agent("Alice", sip_username="alice"))
+@pytest.fixture(scope="module")
+def development_stack(database_url, redis_prefix):
+    """The service as `make run` serves it: development mode, where the simulator's button is."""
+    with running_stack(
+        database_url, redis_prefix, workers=1, APP_ENV="development", SSE_RETRY_MS="300"
+    ) as stack:
+        yield stack
+
+
+def test_the_simulator_button_makes_a_call_ring(
+    development_stack, clean_storage, pages, make_agent
+):
+    sim = ready_simulator(development_stack)
+    page = signed_in(pages, make_agent("Alice", sip_username="alice"), development_stack[1].url)
     page.page.get_by_role("button", name="Simulate inbound call").click()
     expect(page.page.locator("#simulate-result")).to_have_text("Calling from +1 (312) 555-0147…")
     expect(page.page.locator("#ringing li")).to_have_count(1)
@@ -423,10 +435,12 @@ export class TelnyxRTC {
   on(name, handler) { this.handlers[name] = handler; return this; }
   connect() { setTimeout(() => this.handlers["telnyx.ready"](), 0); }
   disconnect() { this.disconnected = true; }
-  ring() {
+  ring(customHeaders) {
     const rtc = this;
     const call = {
       state: "ringing", answered: false, hungUp: false,
+      // Where the SDK puts the SIP X- headers of an incoming INVITE (Telnyx's custom_headers).
+      options: customHeaders ? { customHeaders } : {},
       answer() { this.answered = true; this.state = "active"; rtc.update(this); },
       hangup() { this.hungUp = true; this.state = "hangup"; rtc.update(this); },
     };
@@ -438,21 +452,35 @@ export class TelnyxRTC {
 """
 
 
-def browser_phone_page(pages, make_agent, app) -> AgentPage:
-    """Alice with a telephony credential, signed in on a page whose WebRTC SDK is the stand-in."""
+def browser_phone_page(pages, make_agent, app, name="Alice", credential="cred-alice"):
+    """An agent with a telephony credential, signed in on a page whose WebRTC SDK is the
+    stand-in."""
     from telnyx_flask.users import set_phone
 
-    alice = make_agent("Alice", sip_username="gencredalice")
+    agent = make_agent(name, sip_username=f"gencred{name.lower()}")
     with app.app_context():
-        set_phone(alice.email, None, "cred-alice")
+        set_phone(agent.email, None, credential)
     page = pages()
     page.page.route(
         "**/vendor/telnyx-webrtc.mjs",
         lambda route: route.fulfill(body=FAKE_WEBRTC_SDK, content_type="text/javascript"),
     )
-    page.sign_in(alice.email, PASSWORD)
-    page.signed_in_as("Alice")
+    page.sign_in(agent.email, PASSWORD)
+    page.signed_in_as(name)
     return page
+
+
+def ring_browser(page: AgentPage, custom_headers: list[dict] | None) -> bool:
+    """Telnyx rings the page's WebRTC client with a leg carrying these SIP headers; whether the
+    page answered it."""
+    page.page.evaluate("(headers) => window.__rtc.ring(headers)", custom_headers)
+    return page.page.evaluate("window.__rtcCall.answered")
+
+
+def transfer_headers(sim, call: str) -> list[dict]:
+    """The custom SIP headers the service sent with the transfer of `call` to its agent."""
+    [transfer] = sim.commands("transfer", call, wait_for=1)
+    return transfer["body"]["custom_headers"]
 
 
 def test_in_browser_audio_answers_the_transferred_leg_and_hangs_up(sim, pages, make_agent, app):
@@ -467,8 +495,8 @@ def test_in_browser_audio_answers_the_transferred_leg_and_hangs_up(sim, pages, m
     call = sim.call()
     page.card(call).get_by_role("button", name="Answer call from +1 (312) 555-0147").click()
     expect(page.page.locator("#active .where")).to_have_text("Audio: this browser")
-    page.page.evaluate("window.__rtc.ring()")  # Telnyx rings the browser with the transfer
-    assert page.page.evaluate("window.__rtcCall.answered") is True
+    # Telnyx rings the browser with the transfer, and its headers.
+    assert ring_browser(page, transfer_headers(sim, call)) is True
     expect(page.page.locator("#routing")).to_contain_text("In-browser phone: on a call")
 
     page.page.get_by_role("button", name="Hang up").click()
@@ -482,6 +510,47 @@ def test_an_incoming_browser_leg_without_a_taken_call_is_left_alone(sim, pages, 
     expect(page.page.locator("#routing")).to_contain_text("In-browser phone: ready")
     page.page.evaluate("window.__rtc.ring()")
     assert page.page.evaluate("window.__rtcCall.answered") is False
+
+
+def test_pages_sharing_a_webrtc_credential_answer_only_the_leg_of_their_own_agents_call(
+    sim, pages, make_agent, app
+):
+    page_a = browser_phone_page(pages, make_agent, app, "Alice", credential="cred-shared")
+    page_b = browser_phone_page(pages, make_agent, app, "Bob", credential="cred-shared")
+    for page in (page_a, page_b):
+        expect(page.page.locator("#routing")).to_contain_text("In-browser phone: ready")
+    alices, bobs = sim.call(from_="+13125550101"), sim.call(from_="+13125550102")
+    page_a.card(alices).get_by_role("button", name="Answer call from +1 (312) 555-0101").click()
+    expect(page_a.page.locator("#active .who")).to_have_text("+1 (312) 555-0101")
+    # Bob is on a call too: a page that answered any leg while its agent has a call would
+    # take Alice's caller.
+    page_b.card(bobs).get_by_role("button", name="Answer call from +1 (312) 555-0102").click()
+    expect(page_b.page.locator("#active .who")).to_have_text("+1 (312) 555-0102")
+    alices_leg = transfer_headers(sim, alices)
+    assert alices_leg == [{"name": "X-Call-Control-Id", "value": alices}]
+
+    # The shared credential is signed in on both pages: Telnyx rings both with Alice's leg.
+    assert ring_browser(page_b, alices_leg) is False
+    assert ring_browser(page_a, alices_leg) is True
+    assert ring_browser(page_b, transfer_headers(sim, bobs)) is True
+    assert ring_browser(page_b, None) is False  # a leg naming no call is never taken
+
+
+def test_a_leg_that_rings_before_the_page_knows_its_call_is_answered_once_it_does(
+    sim, pages, make_agent, app
+):
+    page = browser_phone_page(pages, make_agent, app)
+    expect(page.page.locator("#routing")).to_contain_text("In-browser phone: ready")
+    call = sim.call()
+    expect(page.card(call)).to_be_visible()
+    leg = [{"name": "x-call-control-id", "value": call}]  # SIP header names ignore case
+    assert ring_browser(page, leg) is False  # not taken yet (as far as this page knows)
+
+    page.card(call).get_by_role("button", name="Answer call from +1 (312) 555-0147").click()
+
+    # A function, not an expression: the page's CSP forbids the eval an expression needs.
+    page.page.wait_for_function("() => window.__rtcCall.answered === true")
+    expect(page.page.locator("#routing")).to_contain_text("In-browser phone: on a call")
 
 
 def test_the_pinned_webrtc_sdk_loads_in_the_page(pages, make_agent, sim):

@@ -32,6 +32,9 @@ from .tcp_proxy import TcpProxy, through_proxy
 def server(database_url, redis_prefix, fake_telnyx):
     settings = app_settings(database_url, redis_prefix, fake_telnyx.base_url)
     settings.update(SSE_HEARTBEAT_SECONDS="1", RECORD_CALLS="false", SSE_QUEUE_SIZE="16")
+    # Tests here open and drop many streams as one agent to reach every worker; the per-agent
+    # limit has tests of its own (test_streams_limits.py).
+    settings.update(SSE_MAX_STREAMS_PER_AGENT="1000")
     with Gunicorn(settings, workers=4, port=free_port()) as gunicorn:
         yield gunicorn
 

@@ -3,6 +3,8 @@ sent off the request path."""
 
 from __future__ import annotations
 
+import json
+
 from telnyx_flask import create_app
 
 from .conftest import (
@@ -85,3 +87,33 @@ def test_call_already_ended_when_recording_starts_is_not_an_error(app, post_webh
     assert settle(app) == ["moot"]
     # Telnyx said the call had ended (90018): done, not retried.
     assert len(fake_telnyx.received("record_start")) == 1
+
+
+def test_live_events_and_state_carry_no_recording_link(
+    app, client, agent, post_webhook, redis_client, redis_prefix
+):
+    for body in answered_call_events():
+        assert post_webhook(body).status_code == 200
+    entries = redis_client.xrange(f"{redis_prefix}events")
+    recording = [
+        json.loads(fields["data"]) for _, fields in entries if fields["event"] == "call.recording"
+    ]
+    assert recording == [{"call_control_id": CALLER, "has_recording": True}]
+    # The pre-signed link (X-Amz-Expires=600 in the fixture) is nowhere a page can read it.
+    live_hash = redis_client.hgetall(f"{redis_prefix}call:{CALLER}")
+    assert "recording_url" not in live_hash
+    with app.app_context():
+        live = app.extensions["live"]
+        _, snapshot = live.snapshot()
+        summary = live.call(CALLER)
+    pending = client.get("/api/telnyx/calls/pending", headers=agent.headers).get_data(as_text=True)
+    for text in (
+        json.dumps([fields for _, fields in entries]),
+        json.dumps(live_hash),
+        json.dumps(snapshot),
+        json.dumps(summary),
+        pending,
+    ):
+        assert "X-Amz-Expires" not in text
+        assert "recording_url" not in text
+    assert summary["has_recording"] is True

@@ -97,6 +97,7 @@ def test_browser_audio_is_on_with_a_credential_and_the_sdk(build_app, tmp_path, 
         "enabled": True,
         "reason": None,
         "sdk_url": "/vendor/telnyx-webrtc.mjs",
+        "call_header": "X-Call-Control-Id",
     }
     served = client.get("/vendor/telnyx-webrtc.mjs")
     assert served.status_code == 200
@@ -133,13 +134,68 @@ def test_webrtc_token_is_minted_from_the_agents_credential(app, client, make_age
     assert fake_telnyx.token_requests == ["3fa85f64-5717-4562-b3fc-2c963f66afa6"]
 
 
-def test_webrtc_token_falls_back_to_the_shared_credential(build_app, make_agent, fake_telnyx):
-    app = build_app(TELNYX_CREDENTIAL_ID="shared-cred", TELNYX_SIP_PASSWORD="sip-secret-password")
+def test_webrtc_token_falls_back_to_the_shared_credential_only_when_enabled(
+    build_app, make_agent, fake_telnyx
+):
+    app = build_app(
+        TELNYX_CREDENTIAL_ID="shared-cred",
+        TELNYX_SIP_PASSWORD="sip-secret-password",
+        WEBRTC_SHARED_CREDENTIAL="true",
+    )
     agent = make_agent("Alice", sip_username="alice")
     response = app.test_client().post("/api/telnyx/webrtc/token", headers=agent.headers)
     assert response.status_code == 200
     assert b"sip-secret-password" not in response.data
     assert fake_telnyx.token_requests == ["shared-cred"]
+
+
+def test_the_shared_credential_is_refused_unless_enabled_and_the_page_is_told_why(
+    build_app, make_agent, fake_telnyx, tmp_path
+):
+    sdk = tmp_path / "bundle.mjs"
+    sdk.write_text("export class TelnyxRTC {}")
+    app = build_app(TELNYX_CREDENTIAL_ID="shared-cred", WEBRTC_SDK_PATH=str(sdk))
+    agent = make_agent("Alice", sip_username="alice")
+    client = app.test_client()
+
+    token = client.post("/api/telnyx/webrtc/token", headers=agent.headers)
+
+    assert token.status_code == 409
+    assert token.json["error"]["code"] == "webrtc_not_configured"
+    assert "WEBRTC_SHARED_CREDENTIAL=false" in token.json["error"]["message"]
+    assert fake_telnyx.token_requests == []
+    webrtc = client.get("/api/softphone/config", headers=agent.headers).json["webrtc"]
+    assert webrtc["enabled"] is False
+    assert webrtc["reason"] == (
+        "this agent has no Telnyx telephony credential of its own, and sharing "
+        "TELNYX_CREDENTIAL_ID between agents is off (WEBRTC_SHARED_CREDENTIAL=false)"
+    )
+    # An agent with a credential of their own is not affected.
+    bob = make_agent("Bob")
+    with app.app_context():
+        set_phone(bob.email, None, "cred-bob")
+    assert client.post("/api/telnyx/webrtc/token", headers=bob.headers).status_code == 200
+
+
+def test_webrtc_tokens_are_limited_per_agent_per_hour(
+    build_app, make_agent, fake_telnyx, redis_client, redis_prefix
+):
+    app = build_app(WEBRTC_TOKENS_PER_HOUR="3")
+    alice = _agent_with_credential(app, make_agent, "cred-alice")
+    client = app.test_client()
+    for _ in range(3):
+        assert client.post("/api/telnyx/webrtc/token", headers=alice.headers).status_code == 200
+
+    refused = client.post("/api/telnyx/webrtc/token", headers=alice.headers)
+
+    assert refused.status_code == 429
+    error = refused.json["error"]
+    assert error["code"] == "rate_limited"
+    assert error["message"].startswith("too many WebRTC login tokens: at most 3 per hour")
+    assert 3500 <= int(refused.headers["Retry-After"]) <= 3600
+    assert fake_telnyx.token_requests == ["cred-alice"] * 3  # the refused one cost Telnyx nothing
+    key = f"{redis_prefix}limits:webrtc-token:{alice.id}"
+    assert 0 < redis_client.ttl(key) <= 3600
 
 
 def test_webrtc_token_refusals(client, agent, app, make_agent, settings):
@@ -195,8 +251,9 @@ def test_users_set_phone_command(runner, make_agent, db_rows):
     assert "give --sip-username" in result.output
 
 
-def test_simulated_calls_need_the_simulator(client, agent):
-    response = client.post("/api/dev/simulated-calls", headers=agent.headers)
+def test_simulated_calls_need_the_simulator(build_app, make_agent):
+    app = build_app(APP_ENV="development")
+    response = app.test_client().post("/api/dev/simulated-calls", headers=make_agent().headers)
     assert response.status_code == 409
     assert response.json["error"]["code"] == "simulator_not_configured"
 
@@ -213,7 +270,7 @@ def test_simulated_calls_need_the_simulator(client, agent):
     ],
 )
 def test_simulated_call_bad_input(build_app, make_agent, body, status, code):
-    app = build_app(TELNYX_SIMULATOR_URL="http://127.0.0.1:9")
+    app = build_app(APP_ENV="development", TELNYX_SIMULATOR_URL="http://127.0.0.1:9")
     agent = make_agent()
     response = app.test_client().post(
         "/api/dev/simulated-calls",
@@ -225,7 +282,7 @@ def test_simulated_call_bad_input(build_app, make_agent, body, status, code):
 
 
 def test_simulated_call_when_the_simulator_is_down(build_app, make_agent):
-    app = build_app(TELNYX_SIMULATOR_URL="http://127.0.0.1:9")
+    app = build_app(APP_ENV="development", TELNYX_SIMULATOR_URL="http://127.0.0.1:9")
     agent = make_agent()
     response = app.test_client().post("/api/dev/simulated-calls", headers=agent.headers)
     assert response.status_code == 502
@@ -233,8 +290,9 @@ def test_simulated_call_when_the_simulator_is_down(build_app, make_agent):
 
 
 def test_a_recording_streams_through_the_service_with_ranges(
-    client, agent, post_webhook, audio_host
+    build_app, agent, post_webhook, audio_host
 ):
+    client = build_app(RECORDING_HOSTS=audio_host).test_client()
     call = with_recording(post_webhook, f"{audio_host}/ok.mp3")
     whole = client.get(f"/api/calls/{call}/recording", headers=agent.headers)
     assert whole.status_code == 200
@@ -249,14 +307,16 @@ def test_a_recording_streams_through_the_service_with_ranges(
     assert part.headers["Content-Range"] == f"bytes 100-199/{len(AUDIO)}"
 
 
-def test_an_expired_recording_link_is_a_clear_410(client, agent, post_webhook, audio_host):
+def test_an_expired_recording_link_is_a_clear_410(build_app, agent, post_webhook, audio_host):
+    client = build_app(RECORDING_HOSTS=audio_host).test_client()
     call = with_recording(post_webhook, f"{audio_host}/gone.mp3")
     response = client.get(f"/api/calls/{call}/recording", headers=agent.headers)
     assert response.status_code == 410
     assert "expired" in response.json["error"]["message"]
 
 
-def test_recording_refusals(client, agent, post_webhook):
+def test_recording_refusals(build_app, agent, post_webhook):
+    client = build_app(RECORDING_HOSTS="http://127.0.0.1:9").test_client()
     call = with_recording(post_webhook, "http://127.0.0.1:9/unreachable.mp3")
     assert client.get(f"/api/calls/{call}/recording").status_code == 401
     down = client.get(f"/api/calls/{call}/recording", headers=agent.headers)

@@ -109,6 +109,34 @@ def test_transfer_leaves_out_optional_fields_that_are_not_given(fake, client):
     assert set(cmd.body) == {"to", "command_id"}
 
 
+def test_transfer_sends_custom_sip_headers(fake, client):
+    headers = [{"name": "X-Call-Control-Id", "value": CALL}]
+
+    client.transfer(CALL, "sip:alice@sip.telnyx.com", custom_headers=headers)
+
+    [cmd] = fake.wait_for_commands(1, action="transfer")
+    assert cmd.body["custom_headers"] == [{"name": "X-Call-Control-Id", "value": CALL}]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"name": "X-Call", "value": "1"},
+        [{"name": "Call-Id", "value": "1"}],
+        [{"name": "X-Call: 1\r\nX-Evil", "value": "1"}],
+        [{"name": "X-Call", "value": "1\r\nX-Evil: 2"}],
+        [{"name": "X-Call", "value": ""}],
+        [{"name": "X-Call", "value": 7}],
+        [{"name": "X-Call", "value": "1", "extra": "2"}],
+        ["X-Call: 1"],
+    ],
+)
+def test_transfer_refuses_malformed_custom_headers_before_sending(fake, client, headers):
+    with pytest.raises(ValueError, match="custom"):
+        client.transfer(CALL, "sip:alice@sip.telnyx.com", custom_headers=headers)
+    assert fake.received() == []
+
+
 @pytest.mark.parametrize("cause", ["CALL_REJECTED", "USER_BUSY"])
 def test_reject_sends_cause(fake, client, cause):
     client.reject(CALL, cause)

@@ -10,7 +10,7 @@ import {
   secondsSince,
 } from "./format.js";
 import { LiveEvents } from "./live.js";
-import { BrowserPhone } from "./phone.js";
+import { BrowserPhone, sipHeader } from "./phone.js";
 
 const $ = (id) => document.getElementById(id);
 // How long a card taken by someone else stays, saying who took it.
@@ -192,7 +192,9 @@ function applyConfig() {
       fetchToken: async () =>
         (await api("/api/telnyx/webrtc/token", { method: "POST" })).login_token,
       audio: $("remote-audio"),
-      shouldAnswer: () => state.activeId !== null,
+      // Only the leg that names the call this agent took (the server's transfer sets it).
+      shouldAnswer: (call) =>
+        state.activeId !== null && sipHeader(call, config.webrtc.call_header) === state.activeId,
       onStatus: showPhoneStatus,
     });
     phone.start();
@@ -224,7 +226,8 @@ function showRouting(phoneDetail) {
   } else {
     routing.textContent =
       "You have no SIP username, so calls you answer cannot be put through. Ask an " +
-      "administrator to run `flask users set-phone`.";
+      "administrator to run `flask users set-phone`. In-browser audio is off: " +
+      `${config.webrtc.reason}.`;
   }
 }
 
@@ -384,6 +387,7 @@ function render() {
     title.stop();
   }
   showConnection(live.state);
+  if (phone) phone.recheck();
 }
 
 function renderCards(calls) {
@@ -639,7 +643,7 @@ function historyRow(call) {
   if (call.agent) parts.push(call.agent.name);
   details.textContent = parts.filter(Boolean).join(" · ");
   row.append(who, outcome, details);
-  if (call.recording_url) {
+  if (call.has_recording) {
     const audio = document.createElement("audio");
     audio.controls = true;
     audio.preload = "none";

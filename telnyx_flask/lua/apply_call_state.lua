@@ -18,7 +18,7 @@ local status = ARGV[2]
 if (rank[status] or 0) <= old_rank then
   status = old_status
 end
-local had_recording = redis.call('HEXISTS', KEYS[1], 'recording_url') == 1
+local had_recording = redis.call('HEXISTS', KEYS[1], 'has_recording') == 1
 
 local fields = cjson.decode(ARGV[4])
 local flat = {'version', ARGV[1], 'status', status}
@@ -60,7 +60,7 @@ end
 if status == 'ended' and old_rank < 4 then
   announce('call.ended', ARGV[8])
 end
-if fields['recording_url'] and not had_recording then
+if fields['has_recording'] and not had_recording then
   announce('call.recording', ARGV[9])
 end
 
