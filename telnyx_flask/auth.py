@@ -26,6 +26,7 @@ from .db import Database, get_db
 from .errors import ApiError, StorageUnavailable
 from .live import REDIS_ERRORS, LiveState, get_live
 from .push import SESSION_REVOKED
+from .rate_limits import RateLimited
 from .request_body import SURROGATE, is_storable_text, json_object
 
 log = logging.getLogger(__name__)
@@ -66,18 +67,13 @@ class UnsupportedMediaType(ApiError):
     code = "unsupported_media_type"
 
 
-class TooManyAttempts(ApiError):
+class TooManyAttempts(RateLimited):
     """Too many sign-in attempts; try again after `retry_after` seconds."""
 
-    status = 429
     code = "too_many_attempts"
 
     def __init__(self, retry_after: int):
-        super().__init__(f"too many sign-in attempts; try again in {retry_after} s")
-        self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
+        super().__init__(f"too many sign-in attempts; try again in {retry_after} s", retry_after)
 
 
 @dataclass(frozen=True)

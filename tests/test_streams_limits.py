@@ -23,9 +23,10 @@ from telnyx_flask.push import (
     event_stream,
 )
 
-from .conftest import abandoned_call_events, app_settings, encode, renamed, signed_headers
+from .conftest import app_settings
 from .servers import Gunicorn, free_port
 from .sse_client import Frame, SseClient
+from .test_push import deliver_calls
 
 REVOKED_WITHIN_SECONDS = 5.0
 
@@ -63,16 +64,7 @@ def streams(server, clean_storage):
 
 def deliver_call(server, tag: str) -> str:
     """A signed call.initiated webhook for a new call; its call_control_id."""
-    initiated, _ = renamed(abandoned_call_events(), f"-{tag}")
-    raw = encode(initiated)
-    response = requests.post(
-        f"{server.url}/api/telnyx/webhook",
-        data=raw,
-        timeout=10,
-        headers={"Connection": "close", **signed_headers(raw)},
-    )
-    assert response.status_code == 200, response.text
-    return initiated["data"]["payload"]["call_control_id"]
+    return deliver_calls(server, 1, tag)[0]
 
 
 def revoke(redis_client, redis_prefix, agent_id: str, session_id: str | None = None) -> str:
