@@ -43,5 +43,7 @@ def ensure_live_state(db: Database, live: LiveState) -> int | None:
         claimed_by = (agent_id, agent_name or "") if agent_id else None
         live.apply_call_state(call, arrived_ms=arrived_ms, claimed_by=claimed_by, quiet=True)
     live.finish_rebuild(token, uuid.uuid4().hex, REBUILT_REASON)
-    log.warning("rebuilt the live state of %d call(s) from PostgreSQL", len(rows))
+    # A fresh Redis with nothing to restore is a normal start; restoring calls means a loss.
+    level = logging.WARNING if rows else logging.INFO
+    log.log(level, "rebuilt the live state of %d call(s) from PostgreSQL", len(rows))
     return len(rows)
