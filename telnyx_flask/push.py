@@ -24,8 +24,9 @@ import redis
 from flask import Flask, current_app
 
 from . import metrics
-from .errors import ApiError, StorageUnavailable
+from .errors import StorageUnavailable
 from .live import REDIS_ERRORS, LiveState, parse_stream_id
+from .rate_limits import RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -301,21 +302,17 @@ def _retry_hint(retry_ms: int) -> bytes:
     return f"retry: {random.randint(retry_ms // 2, retry_ms * 3 // 2)}\n\n".encode()
 
 
-class TooManyStreams(ApiError):
+class TooManyStreams(RateLimited):
     """The agent already holds as many event streams open as one agent may."""
 
-    status = 429
     code = "too_many_streams"
 
     def __init__(self, limit: int, retry_after: int):
         super().__init__(
             f"this agent already has {limit} event streams open, the most allowed: close a page "
-            f"or tab that shows the calls, or try again in {retry_after} s"
+            f"or tab that shows the calls, or try again in {retry_after} s",
+            retry_after,
         )
-        self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
 
 
 class StreamSlot:
