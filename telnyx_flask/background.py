@@ -54,11 +54,13 @@ class BackgroundWork:
         self._threads: list[threading.Thread] = []
         self._pid: int | None = None
         self._lock = threading.Lock()
+        # Once stopped (the worker drains), a request served afterwards must not start it again.
+        self._stopped = False
 
     def start(self) -> None:
         """Start the loops in this process, once."""
         with self._lock:
-            if self._threads and self._pid == os.getpid():
+            if self._stopped or (self._threads and self._pid == os.getpid()):
                 return
             self._pid = os.getpid()
             self._stop.clear()
@@ -72,7 +74,8 @@ class BackgroundWork:
             ]
 
     def stop(self, wait: bool = True) -> None:
-        """End the loops (each finishes the step it is in); `wait` for them to."""
+        """End the loops for good (each finishes the step it is in); `wait` for them to."""
+        self._stopped = True
         self._stop.set()
         self.outbox.nudge()
         if wait and self._pid == os.getpid():

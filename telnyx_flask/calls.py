@@ -220,9 +220,10 @@ def _hold(live: LiveState, call_control_id: str, agent: Agent, action: str) -> N
 
 
 def _check_breaker(telnyx: TelnyxClient) -> None:
-    """Fail at once, before claiming anything, while Telnyx is known to be down."""
+    """Fail at once, before claiming anything, while Telnyx is known to be down (a look that
+    leaves the half-open probe to the command itself)."""
     if telnyx.breaker is not None:
-        telnyx.breaker.allow()
+        telnyx.breaker.check()
 
 
 # Sent with the transfer, so that a page signed in with a WebRTC credential other agents share

@@ -26,7 +26,8 @@ from .keys import RedisKeys
 
 log = logging.getLogger(__name__)
 
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+# Any Redis failure (down, or full under noeviction) must not turn a Telnyx call into a 500.
+REDIS_ERRORS = (redis.RedisError,)
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
@@ -85,14 +86,22 @@ class CircuitBreaker:
         )
         return [item.decode() if isinstance(item, bytes) else str(item) for item in reply]
 
+    def check(self, now_ms: int | None = None) -> None:
+        """Raise TelnyxUnavailable while the breaker is open, without taking the probe: a look
+        before an agent's action claims a call (the request itself then asks `allow`)."""
+        self._ask("check", now_ms)
+
     def allow(self, now_ms: int | None = None) -> None:
         """Return if a request may go to Telnyx now; raise TelnyxUnavailable if not.
 
         Fails open when Redis cannot be asked: the breaker protects Telnyx and our workers, and
         must not itself become the outage.
         """
+        self._ask("allow", now_ms)
+
+    def _ask(self, op: str, now_ms: int | None) -> None:
         try:
-            reply = self._run("allow", now_ms)
+            reply = self._run(op, now_ms)
         except REDIS_ERRORS as exc:
             log.warning("circuit breaker: redis unavailable (%s); letting the request through", exc)
             return
@@ -129,7 +138,10 @@ class CircuitBreaker:
 
     def state(self) -> str:
         """closed, open or half_open (what /readyz and /metrics show)."""
-        value = self.client.hget(self.key, "state")
+        try:
+            value = self.client.hget(self.key, "state")
+        except REDIS_ERRORS:
+            return "unknown"
         if value is None:
             return CLOSED
         return value.decode() if isinstance(value, bytes) else value

@@ -34,7 +34,7 @@ from .db import Database
 from .errors import StorageUnavailable
 from .live import LiveState
 from .reconcile import GONE_CAUSE, end_gone_call
-from .telnyx_api import INVALID_CALL_CONTROL_ID, TelnyxClient, TelnyxError, command_id_for
+from .telnyx_api import TelnyxClient, TelnyxError, command_id_for
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,11 @@ OWE = """
 INSERT INTO telnyx_outbox (call_control_id, action, args)
 VALUES (%(call_control_id)s, %(action)s, %(args)s)
 ON CONFLICT (call_control_id, action) DO UPDATE
-    SET outcome = NULL, done_at = NULL, next_attempt_at = now(), last_error = NULL
+    SET outcome = NULL, done_at = NULL, last_error = NULL,
+        -- Owed again after a refusal: not at once (it was just refused), after a backoff that
+        -- grows with every attempt so far.
+        next_attempt_at = now() + make_interval(secs => LEAST(
+            %(max_backoff)s, %(backoff)s * power(2, LEAST(telnyx_outbox.attempts, 30))))
     WHERE telnyx_outbox.outcome = 'refused'
 """
 
@@ -137,7 +141,13 @@ class Outbox:
         """Write a command down (once per call and action; a refused one is owed again)."""
         if action not in ACTIONS:
             raise ValueError(f"the outbox does not send {action!r}")
-        params = {"call_control_id": call_control_id, "action": action, "args": Json(args)}
+        params = {
+            "call_control_id": call_control_id,
+            "action": action,
+            "args": Json(args),
+            "backoff": self.settings.backoff_seconds,
+            "max_backoff": self.settings.max_backoff_seconds,
+        }
         with self.db.connection() as conn, conn.cursor() as cur:
             cur.execute(OWE, params)
 
@@ -215,6 +225,8 @@ class Outbox:
     def _attempt(self, command: OwedCommand) -> str:
         extra = {"call_control_id": command.call_control_id}
         if command.call_status == "ended":
+            # PostgreSQL's ended state goes to Redis again, in case it never got there.
+            end_gone_call(self.db, self.live, command.call_control_id, cause=GONE_CAUSE)
             self._finish(command, MOOT, "the call has ended")
             log.info("%s given up as moot: the call has ended", command.action, extra=extra)
             return MOOT
@@ -252,9 +264,10 @@ class Outbox:
 
     def _failed(self, command: OwedCommand, error: TelnyxError) -> str:
         extra = {"call_control_id": command.call_control_id}
-        if error.call_already_ended or (
-            error.status == 422 and error.code == INVALID_CALL_CONTROL_ID
-        ):
+        if error.call_gone:
+            if error.call_already_ended:
+                # First, so that if Redis fails here the row stays leased and is tried again.
+                end_gone_call(self.db, self.live, command.call_control_id, cause=GONE_CAUSE)
             self._finish(command, MOOT, str(error))
             log.info(
                 "%s given up as moot: Telnyx says the call is over (%s)",
@@ -262,8 +275,6 @@ class Outbox:
                 error.code,
                 extra=extra,
             )
-            if error.call_already_ended:
-                end_gone_call(self.db, self.live, command.call_control_id, cause=GONE_CAUSE)
             return MOOT
         if not error.transient:
             self._finish(command, REFUSED, str(error))

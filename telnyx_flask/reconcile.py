@@ -18,7 +18,7 @@ from .circuit_breaker import TelnyxUnavailable
 from .db import Database
 from .live import LiveState
 from .records import end_call_inferred
-from .telnyx_api import INVALID_CALL_CONTROL_ID, TelnyxClient, TelnyxError
+from .telnyx_api import TelnyxClient, TelnyxError
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,7 @@ class SilentCalls:
         try:
             data = self.telnyx.call_status(call_control_id, deadline=deadline)
         except TelnyxError as error:
-            gone = error.status == 404 or error.call_already_ended
-            if gone or (error.status == 422 and error.code == INVALID_CALL_CONTROL_ID):
+            if error.status == 404 or error.call_gone:
                 return False
             return None
         alive = data.get("is_alive")

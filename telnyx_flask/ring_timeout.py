@@ -49,8 +49,9 @@ class RingTimeouts:
     def _reject(self, call_control_id: str) -> bool:
         extra = {"call_control_id": call_control_id}
         if self.outbox.telnyx is None:
+            # The claim stays until its lease runs out, rather than the call ringing again (and
+            # this line repeating) every second.
             log.warning("ring timeout: cannot reject without TELNYX_API_KEY", extra=extra)
-            self.live.release_call(call_control_id, TIMEOUT_AGENT_ID, "cannot reject")
             return False
         self.outbox.owe(call_control_id, "reject", {"cause": REJECT_CAUSE})
         outcome = self.outbox.deliver_now(call_control_id, "reject")

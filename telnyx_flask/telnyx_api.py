@@ -103,6 +103,13 @@ class TelnyxError(Exception):
         return self.status == 422 and self.code == CALL_ALREADY_ENDED
 
     @property
+    def call_gone(self) -> bool:
+        """True when Telnyx says the leg is over (90018) or no longer knows it (90015)."""
+        return self.call_already_ended or (
+            self.status == 422 and self.code == INVALID_CALL_CONTROL_ID
+        )
+
+    @property
     def outcome_unknown(self) -> bool:
         """True when no answer came: Telnyx may or may not have acted on the command."""
         return self.status is None

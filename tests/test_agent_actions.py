@@ -312,16 +312,23 @@ def test_ring_timeout_rejects_once_however_many_workers_sweep(
     assert db_rows("SELECT outcome FROM call_logs") == [{"outcome": "missed"}]
 
 
-def test_ring_timeout_gives_the_call_back_when_telnyx_fails(
-    app, ringing, fake_telnyx, redis_client, redis_prefix
+def test_ring_timeout_gives_the_call_back_when_telnyx_refuses_and_owes_it_again_later(
+    app, ringing, fake_telnyx, redis_client, redis_prefix, db_rows
 ):
     started_ms = int(redis_client.zscore(f"{redis_prefix}calls:ringing", CALLER))
     fake_telnyx.script("reject", 400)
-    sweeper = RingTimeouts(app.extensions["live"], app.extensions["outbox"], timeout_seconds=30)
+    outbox = app.extensions["outbox"]
+    sweeper = RingTimeouts(app.extensions["live"], outbox, timeout_seconds=30)
     assert sweeper.sweep(now=started_ms + 60_000) == []
     assert redis_client.hget(f"{redis_prefix}call:{CALLER}", "status") == "ringing"
-    # The next sweep tries again.
-    assert sweeper.sweep(now=started_ms + 61_000) == [CALLER]
+    # The next sweep owes it again, but not at once: no reject a second, the call stays claimed.
+    assert sweeper.sweep(now=started_ms + 61_000) == []
+    assert len(fake_telnyx.received("reject")) == 1
+    assert redis_client.hget(f"{redis_prefix}call:{CALLER}", "claimed_by_id") == "ring-timeout"
+    # Once its backoff has passed (the test plays the clock), the outbox sends it.
+    db_rows("UPDATE telnyx_outbox SET next_attempt_at = now() RETURNING id")
+    assert outbox.deliver_due() == ["sent"]
+    assert len(fake_telnyx.received("reject")) == 2
 
 
 def test_stale_claim_is_released(app, client, agent, ringing, redis_client, redis_prefix):

@@ -211,3 +211,16 @@ def test_a_claim_lost_to_a_redis_rebuild_mid_answer_is_taken_back(
     assert box["response"].status_code == 200
     assert call_hash(redis_client, redis_prefix)["claimed_by_id"] == agent.id
     assert len(fake_telnyx.received("transfer")) == 1
+
+
+def test_after_the_cool_down_an_agents_answer_is_the_probe_and_closes_the_breaker(
+    client, agent, ringing, fake_telnyx, redis_client, redis_prefix
+):
+    fake_telnyx.script("answer", 503, times=5)
+    assert press(client, agent).status_code == 502  # four failures
+    assert press(client, agent).status_code == 502  # the fifth opens the breaker
+    assert press(client, agent).status_code == 503
+    # The cool-down has passed (the test plays the clock): the next press is the probe.
+    redis_client.hset(f"{redis_prefix}telnyx:breaker", "open_until", 0)
+    assert press(client, agent).status_code == 200
+    assert redis_client.hget(f"{redis_prefix}telnyx:breaker", "state") is None  # closed

@@ -1,7 +1,9 @@
 -- The circuit breaker around the Telnyx API, shared by every worker on every host.
 -- KEYS: the breaker's hash (state, failures, open_until, probe_until).
--- ARGV: op (allow | success | failure), now (ms), failure threshold, cool-down (ms),
+-- ARGV: op (check | allow | success | failure), now (ms), failure threshold, cool-down (ms),
 --       probe timeout (ms), key TTL (s).
+-- check   -> {'closed'} | {'open', retry_at_ms}: like allow, but takes no probe (a look before
+--            claiming a call; the request itself then asks allow)
 -- allow   -> {'closed'} | {'probe'} (this caller tries Telnyx once) | {'open', retry_at_ms}
 -- success -> {'closed', transition ('closed' when it closed just now, else '')}
 -- failure -> {state, transition ('opened' when it opened just now, else '')}
@@ -13,6 +15,18 @@ local function open()
              'failures', 0)
   redis.call('HDEL', KEYS[1], 'probe_until')
   redis.call('EXPIRE', KEYS[1], ARGV[6])
+end
+
+if op == 'check' then
+  local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+  local probing_until = tonumber(redis.call('HGET', KEYS[1], 'probe_until') or '0')
+  if state == 'open' and now < open_until then
+    return {'open', tostring(open_until)}
+  end
+  if state == 'half_open' and now < probing_until then
+    return {'open', tostring(probing_until)}
+  end
+  return {'closed'}
 end
 
 if op == 'allow' then
