@@ -16,13 +16,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from importlib import resources
 
 import redis
 
 from . import metrics
 from .errors import ApiError
 from .keys import RedisKeys
+from .live import lua_script
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,7 @@ class CircuitBreaker:
         self.client = client
         self.key = keys.telnyx_breaker
         self.settings = settings
-        self._script = client.register_script(
-            resources.files(__package__).joinpath("lua", "circuit_breaker.lua").read_text()
-        )
+        self._script = client.register_script(lua_script("circuit_breaker.lua"))
         # The key outlives a cool-down comfortably; old failures stop counting after it.
         self._ttl_seconds = max(600, int(settings.cooldown_seconds * 4))
 

@@ -43,7 +43,8 @@ LIVE_FIELDS = (
 )
 
 
-def _script(name: str) -> str:
+def lua_script(name: str) -> str:
+    """The text of one of the package's Lua scripts (lua/NAME)."""
     return resources.files(__package__).joinpath("lua", name).read_text()
 
 
@@ -54,13 +55,13 @@ class LiveState:
         self.client = client
         self.keys = keys
         self.stream_maxlen = stream_maxlen
-        self._apply = client.register_script(_script("apply_call_state.lua"))
-        self._ringing = client.register_script(_script("ringing_calls.lua"))
-        self._claim = client.register_script(_script("claim_call.lua"))
-        self._release = client.register_script(_script("release_call.lua"))
-        self._snapshot = client.register_script(_script("snapshot.lua"))
-        self._hold = client.register_script(_script("hold_claim.lua"))
-        self._finish_rebuild = client.register_script(_script("finish_rebuild.lua"))
+        self._apply = client.register_script(lua_script("apply_call_state.lua"))
+        self._ringing = client.register_script(lua_script("ringing_calls.lua"))
+        self._claim = client.register_script(lua_script("claim_call.lua"))
+        self._release = client.register_script(lua_script("release_call.lua"))
+        self._snapshot = client.register_script(lua_script("snapshot.lua"))
+        self._hold = client.register_script(lua_script("hold_claim.lua"))
+        self._finish_rebuild = client.register_script(lua_script("finish_rebuild.lua"))
 
     def apply_call_state(
         self,

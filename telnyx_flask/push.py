@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import resources
 from typing import Protocol
 
 import redis
@@ -25,7 +24,7 @@ from flask import Flask, current_app
 
 from . import metrics
 from .errors import StorageUnavailable
-from .live import REDIS_ERRORS, LiveState, parse_stream_id
+from .live import REDIS_ERRORS, LiveState, lua_script, parse_stream_id
 from .rate_limits import RateLimited
 
 log = logging.getLogger(__name__)
@@ -355,7 +354,7 @@ class StreamSlots:
         self.keys = live.keys
         self.limit = limit
         self.lease_ms = lease_ms
-        script = resources.files(__package__).joinpath("lua", "stream_slot.lua").read_text()
+        script = lua_script("stream_slot.lua")
         self._script = live.client.register_script(script)
 
     def run(self, op: str, agent_id: str, stream_id: str) -> list[int]:

@@ -4,12 +4,11 @@ tokens): fixed-window counters in Redis, shared by every worker and host."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 
 from flask import current_app
 
 from .errors import ApiError, StorageUnavailable
-from .live import REDIS_ERRORS, LiveState, get_live
+from .live import REDIS_ERRORS, LiveState, get_live, lua_script
 
 
 class RateLimited(ApiError):
@@ -44,7 +43,7 @@ class RateLimiter:
 
     def __init__(self, live: LiveState):
         self.live = live
-        script = resources.files(__package__).joinpath("lua", "rate_limit.lua").read_text()
+        script = lua_script("rate_limit.lua")
         self._script = live.client.register_script(script)
 
     def check(self, limit: Limit, agent_id: str) -> None:
