@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 # The page's one browser dependency (@telnyx/webrtc, pinned in package-lock.json).
 WEBRTC_SDK := node_modules/@telnyx/webrtc/lib/bundle.mjs
 
-.PHONY: run test lint format bench screenshots clean
+.PHONY: run test test-fast lint format bench screenshots clean
 
 $(INSTALLED): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -34,6 +34,10 @@ format: $(INSTALLED)
 
 test: lint $(WEBRTC_SDK)
 	$(BIN)/pytest
+
+# The tier to run before each commit: everything that needs no gunicorn, browser or fresh venv.
+test-fast: lint
+	$(BIN)/pytest -q -m "not browser and not gunicorn and not slow"
 
 bench: $(INSTALLED)
 	$(BIN)/pip install --quiet -e '.[test,embedded,bench]'

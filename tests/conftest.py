@@ -78,6 +78,25 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         server.stop()
 
 
+# A module that imports one of these starts real gunicorn processes.
+SERVER_HELPERS = ("Gunicorn", "running_stack", "start_stack")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by what their module starts, for `make test-fast` (-m "not ...")."""
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is None:
+            continue
+        name = module.__name__.rsplit(".", 1)[-1]
+        if name == "test_page":
+            item.add_marker(pytest.mark.browser)
+        if name == "test_make_run":
+            item.add_marker(pytest.mark.slow)
+        if any(helper in vars(module) for helper in SERVER_HELPERS):
+            item.add_marker(pytest.mark.gunicorn)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     return SERVICES
 

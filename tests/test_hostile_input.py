@@ -571,6 +571,7 @@ def fresh_token_headers(app, agent) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+@pytest.mark.slow  # ~9 s: `make test` runs it, the pre-commit tier does not
 @settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

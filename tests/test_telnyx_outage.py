@@ -8,6 +8,8 @@ import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from telnyx_flask.circuit_breaker import (
     BreakerSettings,
@@ -100,7 +102,10 @@ def test_a_failed_probe_opens_the_breaker_again(breaker, clean_storage):
 
 
 def test_the_breaker_lets_requests_through_when_redis_is_unreachable(redis_prefix):
-    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    # No retries: redis-py's default backoff would spend seconds proving the same refusal.
+    unreachable = redis.Redis(
+        host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
     breaker = CircuitBreaker(unreachable, RedisKeys(redis_prefix), BreakerSettings())
     breaker.allow()
     breaker.record_failure()
