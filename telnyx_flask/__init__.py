@@ -65,6 +65,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         outbox,
         prospects,
         push,
+        rate_limits,
         recordings,
         security_headers,
         softphone,
@@ -86,6 +87,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     outbox.init_app(app)
     background.init_app(app)
     push.init_app(app)
+    rate_limits.init_app(app)
     errors.init_app(app)
     logs.init_app(app)
     security_headers.init_app(app)

@@ -11,14 +11,7 @@ from .db import get_db
 from .errors import ApiError
 from .lifecycle import WorkerDraining, get_draining
 from .live import get_live
-from .push import (
-    StreamGuard,
-    StreamOwner,
-    StreamSettings,
-    event_stream,
-    get_hub,
-    get_stream_slots,
-)
+from .push import StreamSettings, event_stream, get_hub, get_stream_slots
 from .rate_limits import agent_actions_limit, check_rate
 from .request_body import json_object
 
@@ -40,14 +33,6 @@ def pending_calls():
     return jsonify({"success": True, "calls": ringing_calls(get_live())})
 
 
-def _stream_guard() -> StreamGuard:
-    """Whose stream this is and how to re-check their session (auth's, where it offers one)."""
-    make_guard = getattr(auth, "stream_guard", None)
-    if make_guard is not None:
-        return make_guard()
-    return StreamOwner(current_agent().id)
-
-
 @bp.get("/api/telnyx/events")
 @agent_required
 def events():
@@ -55,7 +40,7 @@ def events():
     if get_draining().is_draining:
         # A stream opened here would end at once; the page retries and reaches another worker.
         raise WorkerDraining()
-    guard = _stream_guard()
+    guard = auth.stream_guard()
     config = current_app.config
     last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     settings = StreamSettings(

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import current_app
+from flask import Flask, current_app
 
 from .errors import ApiError, StorageUnavailable
-from .live import REDIS_ERRORS, LiveState, get_live, lua_script
+from .live import REDIS_ERRORS, LiveState, lua_script
 
 
 class RateLimited(ApiError):
@@ -82,8 +82,9 @@ def webrtc_tokens_limit() -> Limit:
 
 def check_rate(limit: Limit, agent_id: str) -> None:
     """Count one request of this agent's against `limit` (429 when over)."""
-    limiter = current_app.extensions.get("rate_limiter")
-    if limiter is None:
-        # Made on first use: registering the script costs no round trip.
-        limiter = current_app.extensions["rate_limiter"] = RateLimiter(get_live())
-    limiter.check(limit, agent_id)
+    current_app.extensions["rate_limiter"].check(limit, agent_id)
+
+
+def init_app(app: Flask) -> None:
+    """One limiter per app, over its Redis client (made once, like the other Redis helpers)."""
+    app.extensions["rate_limiter"] = RateLimiter(app.extensions["live"])

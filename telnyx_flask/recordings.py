@@ -133,5 +133,5 @@ def recording(call_id: str) -> Response:
         # requests decodes gzip and the like, so the upstream length no longer applies.
         response.headers.pop("Content-Length", None)
     response.headers["Cache-Control"] = "private, no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
+    # X-Content-Type-Options: nosniff comes with every response (security_headers.py).
     return response
