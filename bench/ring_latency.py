@@ -76,7 +76,7 @@ from webhook_throughput import (  # bench/ is not a package: found through sys.p
 )
 
 from telnyx_flask.db import throwaway_database
-from telnyx_flask.keys import RedisKeys
+from telnyx_flask.redis_store import RedisKeys
 from telnyx_flask.signature import sign
 
 DEFAULT_OUTPUT = ROOT / "docs" / "bench" / "ring-latency.json"

@@ -42,7 +42,7 @@ from nacl.signing import SigningKey
 from telnyx_flask.db import throwaway_database
 from telnyx_flask.devserver import stop_process
 from telnyx_flask.embedded import free_port
-from telnyx_flask.keys import RedisKeys
+from telnyx_flask.redis_store import RedisKeys
 from telnyx_flask.signature import TOLERANCE_SECONDS, sign
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -58,7 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         errors,
         history,
         lifecycle,
-        live,
+        live_calls,
         metrics,
         openapi,
         ops,
@@ -81,7 +81,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
 
     db.init_app(app)
-    live.init_app(app, app.config.get("REDIS_CLIENT"))
+    live_calls.init_app(app, app.config.get("REDIS_CLIENT"))
     lifecycle.init_app(app)
     telnyx_api.init_app(app)
     outbox.init_app(app)

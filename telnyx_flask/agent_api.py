@@ -10,7 +10,7 @@ from .calls import answer_call, decline_call, end_call, ringing_calls, sip_uri_f
 from .db import get_db
 from .errors import ApiError
 from .lifecycle import WorkerDraining, get_draining
-from .live import get_live
+from .live_calls import get_live
 from .push import StreamSettings, event_stream, get_hub, get_stream_slots
 from .rate_limits import agent_actions_limit, check_rate
 from .request_body import json_object

@@ -24,9 +24,10 @@ from werkzeug.security import check_password_hash
 
 from .db import Database, get_db
 from .errors import ApiError, StorageUnavailable
-from .live import REDIS_ERRORS, LiveState, get_live
+from .live_calls import LiveCalls, get_live
 from .push import SESSION_REVOKED
 from .rate_limits import RateLimited
+from .redis_store import REDIS_ERRORS
 from .request_body import SURROGATE, is_storable_text, json_object
 
 log = logging.getLogger(__name__)
@@ -311,13 +312,13 @@ def get_sessions() -> SessionStore:
     return current_app.extensions["sessions"]
 
 
-def announce_revoked(live: LiveState, agent_id: str, session_id: str | None) -> None:
+def announce_revoked(live: LiveCalls, agent_id: str, session_id: str | None) -> None:
     """Tell every worker's open streams that a session (None: all the agent's) has ended.
 
     Best effort: the streams' periodic still_valid() check, against PostgreSQL, is the authority.
     """
     try:
-        live.announce(SESSION_REVOKED, {"agent_id": agent_id, "session_id": session_id})
+        live.stream.announce(SESSION_REVOKED, {"agent_id": agent_id, "session_id": session_id})
     except (StorageUnavailable, *REDIS_ERRORS) as error:
         log.warning("could not announce the end of agent %s's session(s): %s", agent_id, error)
 
@@ -484,7 +485,7 @@ def client_network(address: str | None) -> str:
     return str(ip)
 
 
-def _email_key(live: LiveState, email: str) -> str:
+def _email_key(live: LiveCalls, email: str) -> str:
     email_hash = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
     return live.keys.login_attempts("email", email_hash)
 

@@ -21,7 +21,7 @@ from flask import Flask
 
 from .db import Database
 from .errors import StorageUnavailable
-from .live import LiveState
+from .live_calls import LiveCalls
 from .live_rebuild import ensure_live_state
 from .outbox import Outbox, run_delivery
 from .reconcile import SilentCalls
@@ -38,7 +38,7 @@ class BackgroundWork:
     def __init__(
         self,
         db: Database,
-        live: LiveState,
+        live: LiveCalls,
         outbox: Outbox,
         ring_timeouts: RingTimeouts,
         silent_calls: SilentCalls,

@@ -8,15 +8,16 @@ from typing import Any
 
 from . import metrics
 from .auth import Agent
+from .call_status import ANSWERED, ANSWERING, ENDED, RINGING
 from .circuit_breaker import TelnyxUnavailable
 from .db import Database
 from .errors import ApiError
-from .events import ANSWERED, ANSWERING, ENDED, RINGING, WebhookEvent
-from .live import Claim, LiveState
+from .live_calls import Claim, LiveCalls
 from .outbox import Outbox
 from .reconcile import GONE_CAUSE, end_gone_call
 from .records import record_agent_action, record_event
 from .telnyx_api import REJECT_CAUSES, TelnyxClient, TelnyxError
+from .webhook_events import WebhookEvent
 
 
 class CallNotFound(ApiError):
@@ -113,7 +114,7 @@ class AppliedEvent:
 
 def apply_event(
     db: Database,
-    live: LiveState,
+    live: LiveCalls,
     outbox: Outbox,
     event: WebhookEvent,
     body: bytes,
@@ -138,7 +139,7 @@ def apply_event(
     return AppliedEvent("duplicate" if recorded.duplicate else "applied", tuple(announced))
 
 
-def ringing_calls(live: LiveState) -> list[dict[str, Any]]:
+def ringing_calls(live: LiveCalls) -> list[dict[str, Any]]:
     """The calls ringing now, oldest first."""
     return live.ringing_calls()
 
@@ -154,7 +155,7 @@ def require_telnyx(telnyx: TelnyxClient | None) -> TelnyxClient:
     return telnyx
 
 
-def _take(live: LiveState, call_control_id: str, agent: Agent, action: str) -> str | None:
+def _take(live: LiveCalls, call_control_id: str, agent: Agent, action: str) -> str | None:
     """Claim the call for this agent, or raise why not. Pressing again is not a conflict.
 
     Returns None for a new claim, or the call's status when the agent already held it.
@@ -182,14 +183,14 @@ def _take(live: LiveState, call_control_id: str, agent: Agent, action: str) -> s
 
 
 def name_agent_on_record(
-    db: Database, live: LiveState, call_control_id: str, action: str, agent: Agent
+    db: Database, live: LiveCalls, call_control_id: str, action: str, agent: Agent
 ) -> None:
     """Name the agent on the call's record. When the hangup got there first, its log row has
     just changed (a decline is fast: Telnyx's hangup often lands before this), so pages that
     already showed it are told with `call.logged`."""
     call = record_agent_action(db, call_control_id, action, agent.id)
     if call is not None and call.get("ended_at") is not None:
-        live.announce(
+        live.stream.announce(
             "call.logged", {"call_control_id": call_control_id, "outcome": call.get("outcome")}
         )
 
@@ -206,7 +207,7 @@ def sip_uri_for(agent: Agent, sip_domain: str, fallback_username: str | None) ->
     return f"sip:{username}@{sip_domain}"
 
 
-def _hold(live: LiveState, call_control_id: str, agent: Agent, action: str) -> None:
+def _hold(live: LiveCalls, call_control_id: str, agent: Agent, action: str) -> None:
     """Renew the agent's claim before the next command, or stop: someone else has the call."""
     claim = live.hold_claim(call_control_id, agent.id, agent.name, action, now_ms())
     if claim.result == "held":
@@ -233,7 +234,7 @@ AGENT_CALL_HEADER = "X-Call-Control-Id"
 
 def answer_call(
     db: Database,
-    live: LiveState,
+    live: LiveCalls,
     telnyx: TelnyxClient | None,
     agent: Agent,
     call_control_id: str,
@@ -289,7 +290,7 @@ def answer_call(
 
 def decline_call(
     db: Database,
-    live: LiveState,
+    live: LiveCalls,
     telnyx: TelnyxClient | None,
     agent: Agent,
     call_control_id: str,
@@ -322,7 +323,7 @@ def decline_call(
 
 def end_call(
     db: Database,
-    live: LiveState,
+    live: LiveCalls,
     telnyx: TelnyxClient | None,
     agent: Agent,
     call_control_id: str,

@@ -21,8 +21,7 @@ import redis
 
 from . import metrics
 from .errors import ApiError
-from .keys import RedisKeys
-from .live import lua_script
+from .redis_store import RedisKeys, lua_script
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import logging
 import uuid
 
 from .db import Database
-from .live import LiveState
+from .live_calls import LiveCalls
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ SELECT call_view(c), (EXTRACT(EPOCH FROM c.created_at) * 1000)::bigint, u.id::te
 """
 
 
-def ensure_live_state(db: Database, live: LiveState) -> int | None:
+def ensure_live_state(db: Database, live: LiveCalls) -> int | None:
     """Rebuild live state if Redis lost it; the number of calls restored, None if not needed."""
     if live.has_generation():
         return None

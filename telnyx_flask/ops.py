@@ -9,8 +9,9 @@ from flask import Blueprint, current_app, jsonify
 from .db import get_db
 from .errors import StorageUnavailable
 from .lifecycle import get_draining
-from .live import REDIS_ERRORS, get_live
+from .live_calls import get_live
 from .live_rebuild import ensure_live_state
+from .redis_store import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 

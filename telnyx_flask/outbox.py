@@ -32,7 +32,7 @@ from . import metrics
 from .circuit_breaker import TelnyxUnavailable
 from .db import Database
 from .errors import StorageUnavailable
-from .live import LiveState
+from .live_calls import LiveCalls
 from .reconcile import GONE_CAUSE, end_gone_call
 from .telnyx_api import TelnyxClient, TelnyxError, command_id_for
 
@@ -126,7 +126,7 @@ class Outbox:
     def __init__(
         self,
         db: Database,
-        live: LiveState,
+        live: LiveCalls,
         telnyx: TelnyxClient | None,
         settings: OutboxSettings,
     ):

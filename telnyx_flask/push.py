@@ -24,8 +24,10 @@ from flask import Flask, current_app
 
 from . import metrics
 from .errors import StorageUnavailable
-from .live import REDIS_ERRORS, LiveState, lua_script, parse_stream_id
+from .event_stream import parse_stream_id
+from .live_calls import LiveCalls
 from .rate_limits import RateLimited
+from .redis_store import REDIS_ERRORS, lua_script
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,7 @@ class Subscriber:
 class PushHub:
     """This worker's single XREAD reader and the pages it feeds."""
 
-    def __init__(self, live: LiveState, queue_size: int = 256, block_ms: int = 5000):
+    def __init__(self, live: LiveCalls, queue_size: int = 256, block_ms: int = 5000):
         self.live = live
         self.queue_size = queue_size
         self.block_ms = block_ms
@@ -349,7 +351,7 @@ class StreamSlots:
     worker that was killed free themselves; a stream that ends gives its slot back at once.
     """
 
-    def __init__(self, live: LiveState, limit: int, lease_ms: int):
+    def __init__(self, live: LiveCalls, limit: int, lease_ms: int):
         self.client = live.client
         self.keys = live.keys
         self.limit = limit
@@ -439,7 +441,9 @@ def event_stream(
             return
         yield f"retry: {settings.retry_ms}\n\n".encode()
         resume = parse_stream_id(last_event_id) if last_event_id else None
-        if last_event_id is not None and (resume is None or hub.live.aged_out(last_event_id)):
+        if last_event_id is not None and (
+            resume is None or hub.live.stream.aged_out(last_event_id)
+        ):
             # No id: the snapshot that follows carries the new resume point.
             reason = json.dumps({"reason": "the resume point is malformed or has aged out"})
             yield f"event: {RESET}\ndata: {reason}\n\n".encode()
@@ -452,7 +456,7 @@ def event_stream(
         # Catch up from the stream itself; the live queue already holds what comes after, and
         # anything in both is skipped by id, so the seam has no gap and no repeat.
         last_key = parse_stream_id(start) or (0, 0)
-        for entry in hub.live.events_after(start):
+        for entry in hub.live.stream.events_after(start):
             frames, last_key = _deliver(hub, _message(entry), last_key)
             yield from frames
         now = time.monotonic()
@@ -499,7 +503,7 @@ def event_stream(
 
 def _snapshot(hub: PushHub) -> tuple[bytes, str]:
     """The snapshot frame and its id (the stream's newest, read with the calls)."""
-    snapshot_id, calls = hub.live.snapshot()
+    snapshot_id, calls = hub.live.stream.snapshot()
     return Message.build(snapshot_id, SNAPSHOT, json.dumps({"calls": calls})).wire, snapshot_id
 
 

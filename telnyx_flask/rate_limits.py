@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from .errors import ApiError, StorageUnavailable
-from .live import REDIS_ERRORS, LiveState, lua_script
+from .live_calls import LiveCalls
+from .redis_store import REDIS_ERRORS, lua_script
 
 
 class RateLimited(ApiError):
@@ -41,7 +42,7 @@ class Limit:
 class RateLimiter:
     """Counts an agent's requests against a Limit in one Redis round trip (a Lua script)."""
 
-    def __init__(self, live: LiveState):
+    def __init__(self, live: LiveCalls):
         self.live = live
         script = lua_script("rate_limit.lua")
         self._script = live.client.register_script(script)

@@ -16,7 +16,7 @@ from typing import Any
 
 from .circuit_breaker import TelnyxUnavailable
 from .db import Database
-from .live import LiveState
+from .live_calls import LiveCalls
 from .records import end_call_inferred
 from .telnyx_api import TelnyxClient, TelnyxError
 
@@ -48,7 +48,7 @@ RETURNING call_control_id
 
 
 def end_gone_call(
-    db: Database, live: LiveState, call_control_id: str, *, cause: str, source: str = "unknown"
+    db: Database, live: LiveCalls, call_control_id: str, *, cause: str, source: str = "unknown"
 ) -> dict[str, Any] | None:
     """End a call Telnyx says is over, everywhere; the call as it now is (None if unknown).
 
@@ -74,7 +74,7 @@ class SilentCalls:
     def __init__(
         self,
         db: Database,
-        live: LiveState,
+        live: LiveCalls,
         telnyx: TelnyxClient | None,
         *,
         ringing_after_seconds: int,

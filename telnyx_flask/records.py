@@ -10,7 +10,7 @@ from psycopg2.extras import Json
 
 from .db import Database
 from .errors import BadWebhook
-from .events import WebhookEvent
+from .webhook_events import WebhookEvent
 
 APPLY_CALL_EVENT = """
 SELECT apply_call_event(

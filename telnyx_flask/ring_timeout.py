@@ -6,7 +6,7 @@ import logging
 
 from . import metrics
 from .calls import now_ms
-from .live import LiveState
+from .live_calls import LiveCalls
 from .outbox import REFUSED, SENT, Outbox
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ class RingTimeouts:
     """
 
     def __init__(
-        self, live: LiveState, outbox: Outbox, timeout_seconds: int, claim_lease_seconds: int = 60
+        self, live: LiveCalls, outbox: Outbox, timeout_seconds: int, claim_lease_seconds: int = 60
     ):
         self.live = live
         self.outbox = outbox

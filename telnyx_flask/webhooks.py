@@ -11,9 +11,9 @@ from . import metrics
 from .calls import apply_event
 from .db import get_db
 from .errors import ApiError, PayloadTooLarge, StorageUnavailable
-from .events import parse_webhook
-from .live import get_live
+from .live_calls import get_live
 from .outbox import get_outbox
+from .webhook_events import parse_webhook
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from telnyx_flask import create_app
 from telnyx_flask.auth import Agent, issue_token
 from telnyx_flask.db import throwaway_database
 from telnyx_flask.embedded import Embedded, reachable, start_postgres, start_redis
-from telnyx_flask.keys import RedisKeys
+from telnyx_flask.redis_store import RedisKeys
 from telnyx_flask.signature import sign
 from telnyx_flask.users import create_user
 

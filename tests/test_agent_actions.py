@@ -349,7 +349,7 @@ def test_naming_the_agent_after_the_hangup_tells_the_pages(
     call.ended, so pages are told to read it again."""
     from telnyx_flask.calls import name_agent_on_record
     from telnyx_flask.db import get_db
-    from telnyx_flask.live import get_live
+    from telnyx_flask.live_calls import get_live
 
     post_webhook(load_fixture("01_call.initiated.json"))
     post_webhook(load_fixture("05_call.hangup.json"))
@@ -366,7 +366,7 @@ def test_naming_the_agent_while_the_call_is_on_announces_nothing(
 ):
     from telnyx_flask.calls import name_agent_on_record
     from telnyx_flask.db import get_db
-    from telnyx_flask.live import get_live
+    from telnyx_flask.live_calls import get_live
 
     before = stream(redis_client, redis_prefix)
     with app.app_context():

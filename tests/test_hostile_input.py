@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from telnyx_flask.auth import Agent, issue_token
-from telnyx_flask.keys import RedisKeys
+from telnyx_flask.redis_store import RedisKeys
 
 from .conftest import (
     FIXTURES,
@@ -692,7 +692,7 @@ def test_signed_hostile_webhooks_never_get_a_5xx(client, no_storage_errors, raw)
     "value", ["\u00b2-1", "\u0661-\u0661", "1-\u0663", "-1", "1-", "1" * 21 + "-0"]
 )
 def test_stream_ids_in_other_digits_or_too_long_are_malformed(value):
-    from telnyx_flask.live import parse_stream_id
+    from telnyx_flask.event_stream import parse_stream_id
 
     assert parse_stream_id(value) is None
 

@@ -104,7 +104,7 @@ def test_live_events_and_state_carry_no_recording_link(
     assert "recording_url" not in live_hash
     with app.app_context():
         live = app.extensions["live"]
-        _, snapshot = live.snapshot()
+        _, snapshot = live.stream.snapshot()
         summary = live.call(CALLER)
     pending = client.get("/api/telnyx/calls/pending", headers=agent.headers).get_data(as_text=True)
     for text in (

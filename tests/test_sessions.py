@@ -15,7 +15,7 @@ from werkzeug.security import generate_password_hash
 
 from telnyx_flask import create_app
 from telnyx_flask.auth import SESSION_REVOKED, TOKEN_SALT, stream_guard
-from telnyx_flask.keys import RedisKeys
+from telnyx_flask.redis_store import RedisKeys
 
 from .conftest import (
     abandoned_call_events,

@@ -14,7 +14,7 @@ import tracemalloc
 import pytest
 import requests
 
-from telnyx_flask.live import CATCH_UP_PAGE
+from telnyx_flask.event_stream import CATCH_UP_PAGE
 from telnyx_flask.push import (
     DRAIN_RETRY_MS,
     SESSION_REVOKED,

@@ -16,8 +16,8 @@ from telnyx_flask.circuit_breaker import (
     CircuitBreaker,
     TelnyxUnavailable,
 )
-from telnyx_flask.keys import RedisKeys
 from telnyx_flask.live_rebuild import ensure_live_state
+from telnyx_flask.redis_store import RedisKeys
 
 from . import conftest
 from .conftest import empty_redis, load_fixture

@@ -1,4 +1,5 @@
-"""Telnyx webhook events: the names this service knows, and parsing a body into a WebhookEvent."""
+"""Telnyx webhook events: the types this service acts on, what each does to a call, and parsing
+a body into a WebhookEvent (what is malformed is refused here, before anything is stored)."""
 
 from __future__ import annotations
 
@@ -23,13 +24,6 @@ EFFECTS = {
     CALL_HANGUP: "hangup",
     CALL_RECORDING_SAVED: "recording",
 }
-
-# Call statuses, in their forward-only order (call_status_rank in sql/002 and the Lua scripts
-# rank them the same way).
-RINGING, ANSWERING, ANSWERED, ENDED = "ringing", "answering", "answered", "ended"
-
-# The lua/ scripts name the events they announce (call.ringing, call.claimed, call.released,
-# call.answered, call.ended, call.recording, and reset after a rebuild).
 
 # Leg roles: the caller's leg is the call; the transfer leg is the one Telnyx creates for an agent.
 CALLER_LEG, TRANSFER_LEG = "caller", "transfer"

@@ -1,12 +1,48 @@
-"""Every Redis key this service uses, built from one template each under one prefix."""
+"""Redis, as every part of the service uses it: the client, the errors that mean "Redis is
+unreachable", the key templates under one prefix, and the package's Lua scripts."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+# What a lost or slow connection raises; each caller turns it into StorageUnavailable (503).
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
 # Lifetimes: nothing in Redis grows without bound.
 ACTIVE_CALL_TTL_SECONDS = 12 * 3600  # longer than any call Telnyx lets run (time_limit is 4 h)
 ENDED_CALL_TTL_SECONDS = 3600  # long enough for late redeliveries and a page's history refresh
+
+
+def text(value: Any) -> Any:
+    """A Redis reply item as str (the client returns bytes); anything else unchanged."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def lua_script(name: str) -> str:
+    """The text of one of the package's Lua scripts (lua/NAME)."""
+    return resources.files(__package__).joinpath("lua", name).read_text()
+
+
+def create_redis(url: str, pool_size: int) -> redis.Redis:
+    """A client over a blocking pool: callers wait for a connection instead of failing at 100."""
+    # Retry a dropped connection briefly, but answer well inside Telnyx's webhook timeout.
+    retry = Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=2)
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        retry=retry,
+        max_connections=pool_size,
+        timeout=5,
+        socket_connect_timeout=3,
+        socket_timeout=5,
+        health_check_interval=30,
+    )
+    return redis.Redis(connection_pool=pool)
 
 
 @dataclass(frozen=True)
