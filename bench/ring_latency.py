@@ -1407,8 +1407,8 @@ def raise_fd_limit() -> tuple[int, int]:
 def make_tokens(env: dict[str, str], count: int) -> list[str]:
     """AGENTS agents in the throwaway database, and a bearer token per page, round-robin."""
     from telnyx_flask import create_app
-    from telnyx_flask.auth import Agent, issue_token
-    from telnyx_flask.users import create_user
+    from telnyx_flask.auth import issue_token
+    from telnyx_flask.users import Agent, create_user
 
     app = create_app(env)
     try:

@@ -71,7 +71,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         softphone,
         telnyx_api,
         users,
-        webhooks,
+        webhook_intake,
     )
     from .simulator.cli import sim_cli
 
@@ -95,7 +95,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     users.init_app(app)
     prospects.init_app(app)
     app.cli.add_command(sim_cli)
-    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(webhook_intake.bp)
     app.register_blueprint(agent_api.bp)
     app.register_blueprint(history.bp)
     app.register_blueprint(recordings.bp)

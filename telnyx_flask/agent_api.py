@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from . import auth
 from .auth import agent_required, current_agent
-from .calls import answer_call, decline_call, end_call, ringing_calls, sip_uri_for
+from .claims import answer_call, decline_call, end_call, ringing_calls, sip_uri_for
 from .db import get_db
 from .errors import ApiError
 from .lifecycle import WorkerDraining, get_draining

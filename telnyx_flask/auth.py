@@ -7,51 +7,42 @@ import functools
 import hashlib
 import ipaddress
 import logging
-import time
-import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from flask import Blueprint, Flask, current_app, g, jsonify, request, session
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from werkzeug.security import check_password_hash
 
-from .db import Database, get_db
+from .db import get_db
 from .errors import ApiError, StorageUnavailable
 from .live_calls import LiveCalls, get_live
-from .push import SESSION_REVOKED
+from .passwords import dummy_hash, hash_password, verify_password
 from .rate_limits import RateLimited
 from .redis_store import REDIS_ERRORS
 from .request_body import SURROGATE, is_storable_text, json_object
+from .sessions import (
+    NotAuthenticated,
+    SessionClaims,
+    SessionStore,
+    announce_revoked,
+    end_agent_sessions,
+    get_sessions,
+)
+from .users import Agent
 
 log = logging.getLogger(__name__)
 
 TOKEN_SALT = "telnyx-flask.bearer"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 WRONG_CREDENTIALS = "email or password is wrong"
-# OWASP's argon2id parameters (19 MiB, 2 passes, 1 lane): ~20-40 ms on one core.
-PASSWORD_HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
-# Bounds the per-worker cache of session checks; past it the cache starts again empty.
-SESSION_CACHE_ENTRIES = 10_000
 TRUE_WORDS = {"1", "true", "yes"}
 FALSE_WORDS = {"", "0", "false", "no"}
 
 bp = Blueprint("auth", __name__)
 _warned_about_forwarded_for = False
-T = TypeVar("T")
-
-
-class NotAuthenticated(ApiError):
-    """No valid session cookie or bearer token."""
-
-    status = 401
-    code = "unauthenticated"
 
 
 class Forbidden(ApiError):
@@ -75,260 +66,6 @@ class TooManyAttempts(RateLimited):
 
     def __init__(self, retry_after: int):
         super().__init__(f"too many sign-in attempts; try again in {retry_after} s", retry_after)
-
-
-@dataclass(frozen=True)
-class Agent:
-    """A signed-in agent."""
-
-    id: str
-    email: str
-    name: str
-    sip_username: str | None
-
-    def public(self) -> dict[str, Any]:
-        """What the API shows of an agent."""
-        return asdict(self)
-
-
-# --- Passwords ---
-
-
-def off_the_loop(work: Callable[..., T], *args: Any) -> T:
-    """Run CPU-heavy work in a native thread when gevent runs this process, so that the
-    worker's other greenlets (open event streams) keep being served meanwhile."""
-    try:
-        from gevent import monkey
-    except ImportError:
-        return work(*args)
-    if not monkey.is_module_patched("socket"):
-        return work(*args)
-    import gevent
-
-    return gevent.get_hub().threadpool.apply(work, args)
-
-
-def hash_password(password: str) -> str:
-    """An argon2id hash of the password (computed off the event loop)."""
-    return off_the_loop(PASSWORD_HASHER.hash, password)
-
-
-def _verify(password_hash: str, password: str) -> tuple[bool, bool]:
-    """(matches, should be rehashed): argon2id hashes, and werkzeug's older ones."""
-    if password_hash.startswith("$argon2"):
-        try:
-            PASSWORD_HASHER.verify(password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False, False
-        return True, PASSWORD_HASHER.check_needs_rehash(password_hash)
-    try:
-        matches = check_password_hash(password_hash, password)
-    except ValueError:  # not a hash werkzeug knows
-        return False, False
-    return matches, matches
-
-
-def verify_password(password_hash: str, password: str) -> tuple[bool, bool]:
-    """(matches, should be rehashed), computed off the event loop."""
-    return off_the_loop(_verify, password_hash, password)
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    """A hash no password matches, so an unknown email costs as much as a known one."""
-    return hash_password(uuid.uuid4().hex)
-
-
-# --- Sessions (PostgreSQL is the authority) ---
-
-
-@dataclass(frozen=True)
-class SessionClaims:
-    """What a cookie or a bearer token says: whose session, which, of which generation."""
-
-    user_id: str
-    session_id: str
-    generation: int
-
-
-@dataclass(frozen=True)
-class SessionState:
-    """A session's row joined with its agent's, as PostgreSQL has them."""
-
-    user_id: str
-    generation: int
-    expires_at: datetime
-    revoked: bool
-    current_generation: int
-    active: bool
-    agent: Agent
-
-    def problem(self, claims: SessionClaims) -> str | None:
-        """Why these claims are no longer good (None when they are)."""
-        if claims.user_id != self.user_id:
-            return "session is not valid"
-        if self.revoked or claims.generation != self.generation:
-            return "session has been signed out"
-        if self.generation != self.current_generation:
-            return "session has been signed out"
-        if self.expires_at <= datetime.now(UTC):
-            return "session has expired"
-        return None
-
-
-START_SESSION = """
-WITH expired AS (
-    DELETE FROM agent_sessions WHERE user_id = %(user_id)s AND expires_at < now()
-)
-INSERT INTO agent_sessions (user_id, generation, expires_at)
-SELECT id, session_generation, now() + make_interval(secs => %(lifetime)s)
-FROM users WHERE id = %(user_id)s
-RETURNING id::text, generation
-"""
-
-SESSION_STATE = """
-SELECT s.user_id::text, s.generation, s.expires_at, s.revoked_at IS NOT NULL,
-       u.session_generation, u.active, u.email, u.name, u.sip_username
-FROM agent_sessions s JOIN users u ON u.id = s.user_id
-WHERE s.id = %s
-"""
-
-REVOKE_SESSION = """
-UPDATE agent_sessions SET revoked_at = now()
-WHERE id = %s AND revoked_at IS NULL RETURNING user_id::text
-"""
-
-END_AGENT_SESSIONS = """
-WITH revoked AS (
-    UPDATE agent_sessions SET revoked_at = now()
-    WHERE user_id = %(user_id)s AND revoked_at IS NULL AND expires_at > now()
-)
-UPDATE users SET session_generation = session_generation + 1, updated_at = now()
-WHERE id = %(user_id)s RETURNING id::text
-"""
-
-
-def _is_uuid(value: Any) -> bool:
-    try:
-        uuid.UUID(value)
-    except (TypeError, ValueError, AttributeError):
-        return False
-    return True
-
-
-class SessionStore:
-    """Sessions in PostgreSQL, with each worker's answers kept for at most `cache_seconds`.
-
-    Holds the Database itself (not the app), so an open event stream can re-check its session
-    outside any request.
-    """
-
-    def __init__(
-        self,
-        db: Database,
-        cache_seconds: float,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self.db = db
-        self.cache_seconds = cache_seconds
-        self.clock = clock
-        self._cache: dict[str, tuple[float, SessionState | None]] = {}
-
-    def start(self, user_id: str, lifetime_seconds: int) -> SessionClaims:
-        """A new session for the agent, ending `lifetime_seconds` from now whatever happens."""
-        with self.db.connection() as conn, conn.cursor() as cur:
-            cur.execute(START_SESSION, {"user_id": user_id, "lifetime": lifetime_seconds})
-            row = cur.fetchone()
-        if row is None:
-            raise NotAuthenticated("account no longer exists")
-        return SessionClaims(user_id, row[0], row[1])
-
-    def state(self, session_id: str) -> SessionState | None:
-        """The session as PostgreSQL has it (or had it within `cache_seconds`); None if unknown."""
-        now = self.clock()
-        cached = self._cache.get(session_id)
-        if cached is not None and now - cached[0] < self.cache_seconds:
-            return cached[1]
-        state = self._read(session_id) if _is_uuid(session_id) else None
-        if self.cache_seconds > 0:
-            if len(self._cache) >= SESSION_CACHE_ENTRIES:
-                self._cache.clear()
-            self._cache[session_id] = (now, state)
-        return state
-
-    def _read(self, session_id: str) -> SessionState | None:
-        with self.db.connection() as conn, conn.cursor() as cur:
-            cur.execute(SESSION_STATE, (session_id,))
-            row = cur.fetchone()
-        if row is None:
-            return None
-        user_id, generation, expires_at, revoked, current, active, email, name, sip = row
-        agent = Agent(user_id, email, name, sip)
-        return SessionState(user_id, generation, expires_at, revoked, current, active, agent)
-
-    def still_valid(self, claims: SessionClaims) -> bool:
-        """True while the session is neither revoked, expired, outdated nor its agent inactive.
-
-        When PostgreSQL cannot answer, the last answer stands: ending every stream in an outage
-        would only send every page back to sign in against the same outage.
-        """
-        try:
-            state = self.state(claims.session_id)
-        except StorageUnavailable as error:
-            log.warning("session check: %s unavailable; keeping the last answer", error.dependency)
-            cached = self._cache.get(claims.session_id)
-            if cached is None:
-                return True
-            state = cached[1]
-        return state is not None and state.active and state.problem(claims) is None
-
-    def revoke(self, session_id: str) -> str | None:
-        """End one session; return its agent's id (None if it had already ended, or never was)."""
-        if not _is_uuid(session_id):
-            return None
-        with self.db.connection() as conn, conn.cursor() as cur:
-            cur.execute(REVOKE_SESSION, (session_id,))
-            row = cur.fetchone()
-        self._cache.pop(session_id, None)
-        return row[0] if row else None
-
-    def end_all(self, user_id: str) -> bool:
-        """End every session of the agent (bump its generation); False if there is no agent."""
-        with self.db.connection() as conn, conn.cursor() as cur:
-            cur.execute(END_AGENT_SESSIONS, {"user_id": user_id})
-            found = cur.fetchone() is not None
-        self.forget_agent(user_id)
-        return found
-
-    def forget_agent(self, user_id: str) -> None:
-        """Drop this worker's cached answers about the agent's sessions."""
-        for session_id, (_, state) in list(self._cache.items()):
-            if state is not None and state.user_id == user_id:
-                self._cache.pop(session_id, None)
-
-
-def get_sessions() -> SessionStore:
-    """The application's SessionStore."""
-    return current_app.extensions["sessions"]
-
-
-def announce_revoked(live: LiveCalls, agent_id: str, session_id: str | None) -> None:
-    """Tell every worker's open streams that a session (None: all the agent's) has ended.
-
-    Best effort: the streams' periodic still_valid() check, against PostgreSQL, is the authority.
-    """
-    try:
-        live.stream.announce(SESSION_REVOKED, {"agent_id": agent_id, "session_id": session_id})
-    except (StorageUnavailable, *REDIS_ERRORS) as error:
-        log.warning("could not announce the end of agent %s's session(s): %s", agent_id, error)
-
-
-def end_agent_sessions(user_id: str) -> bool:
-    """End every session of the agent and announce it (inside an app context)."""
-    found = get_sessions().end_all(user_id)
-    if found:
-        announce_revoked(get_live(), user_id, None)
-    return found
 
 
 @dataclass(frozen=True)
@@ -452,7 +189,7 @@ def current_agent() -> Agent:
         if from_cookie:
             session.clear()
         raise NotAuthenticated(problem)
-    g.agent = state.agent
+    g.agent = Agent(state.user_id, state.email, state.name, state.sip_username)
     g.session_claims = claims
     return g.agent
 
@@ -582,7 +319,7 @@ def login():
     check_login_rate(email)
     row = _find_user_by_email(email.strip())
     # Same answer, and the same hashing work, whether or not the email exists.
-    password_hash = row["password_hash"] if row and row["password_hash"] else _dummy_hash()
+    password_hash = row["password_hash"] if row and row["password_hash"] else dummy_hash()
     matches, outdated = verify_password(password_hash, password)
     if not matches or row is None:
         raise NotAuthenticated(WRONG_CREDENTIALS, code="wrong_credentials")

@@ -57,6 +57,13 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+class CallNotFound(ApiError):
+    """No such call (unknown, or it has ended): for agents' actions and the history alike."""
+
+    status = 404
+    code = "call_not_found"
+
+
 class StorageUnavailable(ApiError):
     """PostgreSQL or Redis could not be reached; the client should retry."""
 

@@ -20,7 +20,7 @@ from flask import Blueprint, jsonify, request
 
 from .auth import agent_required
 from .db import get_db
-from .errors import ApiError
+from .errors import ApiError, CallNotFound
 from .prospects import E164, to_e164
 
 bp = Blueprint("history", __name__)
@@ -61,13 +61,6 @@ class InvalidParameter(ApiError):
 
     def details(self) -> dict[str, Any]:
         return {"parameter": self.parameter}
-
-
-class CallNotFound(ApiError):
-    """No call_logs row has that id or call_control_id."""
-
-    status = 404
-    code = "call_not_found"
 
 
 @dataclass(frozen=True)

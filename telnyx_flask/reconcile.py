@@ -14,10 +14,10 @@ import logging
 import time
 from typing import Any
 
+from .call_records import end_call_inferred
 from .circuit_breaker import TelnyxUnavailable
 from .db import Database
 from .live_calls import LiveCalls
-from .records import end_call_inferred
 from .telnyx_api import TelnyxClient, TelnyxError
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from flask import Blueprint, Response, current_app, request
 
 from .auth import agent_required
 from .config import DEFAULT_PORTS, RecordingSource
-from .errors import ApiError
-from .history import CallNotFound, call_by_id
+from .errors import ApiError, CallNotFound
+from .history import call_by_id
 
 log = logging.getLogger(__name__)
 

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from . import metrics
-from .calls import now_ms
+from .claims import claim, give_back, now_ms, release_stale_claims, renew
 from .live_calls import LiveCalls
 from .outbox import REFUSED, SENT, Outbox
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_AGENT_ID = "ring-timeout"
-TIMEOUT_AGENT_NAME = "Ring timeout"
+
+@dataclass(frozen=True)
+class RingTimeout:
+    """The ring timeout as a claimant: it races agents for the call like any of them."""
+
+    id: str = "ring-timeout"
+    name: str = "Ring timeout"
+
+
+RING_TIMEOUT = RingTimeout()
+TIMEOUT_AGENT_ID = RING_TIMEOUT.id
 REJECT_CAUSE = "USER_BUSY"
 
 
@@ -36,10 +46,7 @@ class RingTimeouts:
         now = now_ms() if now is None else now
         rejected = []
         for call_control_id in self.live.ringing_longer_than(now - self.timeout_ms):
-            claim = self.live.claim_call(
-                call_control_id, TIMEOUT_AGENT_ID, TIMEOUT_AGENT_NAME, "timeout", now
-            )
-            if claim.result != "claimed":
+            if claim(self.live, call_control_id, RING_TIMEOUT, "timeout", now).result != "claimed":
                 continue  # another worker (or an agent) got there first, or it was an orphan
             if self._reject(call_control_id):
                 rejected.append(call_control_id)
@@ -61,18 +68,19 @@ class RingTimeouts:
             return True
         if outcome == REFUSED:
             # Telnyx refused it for good: give the call back; a later sweep owes it again.
-            self.live.release_call(call_control_id, TIMEOUT_AGENT_ID, "reject refused")
+            give_back(self.live, call_control_id, RING_TIMEOUT, "reject refused")
         # Otherwise the outbox retries it (or found the call over and ended it).
         return False
 
     def _release_stale_claims(self, now: int) -> None:
-        """Give back claims whose worker stopped renewing them (it died, say)."""
-        for call_control_id, claimer in self.live.claimed_before(now - self.lease_ms):
-            if claimer == TIMEOUT_AGENT_ID and self.outbox.pending(call_control_id, "reject"):
-                # The reject is still owed: the claim stays until the outbox is done with it.
-                self.live.hold_claim(
-                    call_control_id, TIMEOUT_AGENT_ID, TIMEOUT_AGENT_NAME, "timeout", now
-                )
-                continue
-            if self.live.release_call(call_control_id, claimer, "claim went stale"):
-                log.warning("released a stale claim", extra={"call_control_id": call_control_id})
+        """Give back claims whose worker stopped renewing them (it died, say); the ring
+        timeout's own claim stays while the outbox still owes its reject."""
+
+        def still_owed(call_control_id: str, claimer: str) -> bool:
+            if claimer == RING_TIMEOUT.id and self.outbox.pending(call_control_id, "reject"):
+                renew(self.live, call_control_id, RING_TIMEOUT, "timeout", now)
+                return True
+            return False
+
+        for call_control_id in release_stale_claims(self.live, now, self.lease_ms, still_owed):
+            log.warning("released a stale claim", extra={"call_control_id": call_control_id})

@@ -9,8 +9,8 @@ from typing import Any
 import requests
 from flask import Blueprint, Response, current_app, jsonify, send_file, url_for
 
-from .auth import Agent, agent_required, current_agent
-from .calls import AGENT_CALL_HEADER, TelnyxRefused, require_telnyx, sip_uri_for
+from .auth import agent_required, current_agent
+from .claims import AGENT_CALL_HEADER, TelnyxRefused, require_telnyx, sip_uri_for
 from .db import get_db
 from .errors import ApiError
 from .history import MAX_PHONE_LENGTH
@@ -18,6 +18,7 @@ from .prospects import to_e164
 from .rate_limits import check_rate, webrtc_tokens_limit
 from .request_body import json_object
 from .telnyx_api import TelnyxError
+from .users import Agent
 
 bp = Blueprint("softphone", __name__)
 # Registered only in development (create_app): production has no such route at all.

@@ -1,9 +1,12 @@
-"""Agent accounts: the `users` CLI group (create, list, set-password, deactivate)."""
+"""Agent accounts: who an agent is, the rules an account obeys, and the `users` CLI group
+(create, list, set-phone, set-password, deactivate)."""
 
 from __future__ import annotations
 
 import re
 import sys
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import click
 import psycopg2
@@ -11,9 +14,10 @@ import psycopg2.errors
 from flask import Flask
 from flask.cli import AppGroup
 
-from .auth import end_agent_sessions, hash_password
 from .db import get_db
+from .passwords import hash_password
 from .request_body import is_storable_text
+from .sessions import end_agent_sessions
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Telnyx SIP usernames: letters, digits and a few marks, not starting with a digit.
@@ -21,6 +25,20 @@ SIP_USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{2,63}$")
 MIN_PASSWORD_LENGTH = 8
 # Telnyx ids are uuids or long digit strings; anything printable without spaces is let through.
 CREDENTIAL_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A signed-in agent."""
+
+    id: str
+    email: str
+    name: str
+    sip_username: str | None
+
+    def public(self) -> dict[str, Any]:
+        """What the API shows of an agent."""
+        return asdict(self)
 
 
 def _check_storable(**fields: str | None) -> None:

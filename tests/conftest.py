@@ -24,12 +24,12 @@ import redis
 from nacl.signing import SigningKey
 
 from telnyx_flask import create_app
-from telnyx_flask.auth import Agent, issue_token
+from telnyx_flask.auth import issue_token
 from telnyx_flask.db import throwaway_database
 from telnyx_flask.embedded import Embedded, reachable, start_postgres, start_redis
 from telnyx_flask.redis_store import RedisKeys
 from telnyx_flask.signature import sign
-from telnyx_flask.users import create_user
+from telnyx_flask.users import Agent, create_user
 
 from .fake_telnyx import FakeTelnyx
 

@@ -347,7 +347,7 @@ def test_naming_the_agent_after_the_hangup_tells_the_pages(
 ):
     """A decline's hangup often lands before the decline is recorded: the row changes after
     call.ended, so pages are told to read it again."""
-    from telnyx_flask.calls import name_agent_on_record
+    from telnyx_flask.claims import name_agent_on_record
     from telnyx_flask.db import get_db
     from telnyx_flask.live_calls import get_live
 
@@ -364,7 +364,7 @@ def test_naming_the_agent_after_the_hangup_tells_the_pages(
 def test_naming_the_agent_while_the_call_is_on_announces_nothing(
     app, agent, ringing, redis_client, redis_prefix
 ):
-    from telnyx_flask.calls import name_agent_on_record
+    from telnyx_flask.claims import name_agent_on_record
     from telnyx_flask.db import get_db
     from telnyx_flask.live_calls import get_live
 
@@ -375,6 +375,6 @@ def test_naming_the_agent_while_the_call_is_on_announces_nothing(
 
 
 def agent_from(test_agent):
-    from telnyx_flask.auth import Agent
+    from telnyx_flask.users import Agent
 
     return Agent(test_agent.id, test_agent.email, test_agent.name, None)

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from telnyx_flask import create_app
-from telnyx_flask.auth import Agent, issue_token
+from telnyx_flask.auth import issue_token
+from telnyx_flask.users import Agent
 
 
 def login(client, email, password, **kwargs):

@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from telnyx_flask.auth import Agent, issue_token
+from telnyx_flask.auth import issue_token
 from telnyx_flask.redis_store import RedisKeys
+from telnyx_flask.users import Agent
 
 from .conftest import (
     FIXTURES,

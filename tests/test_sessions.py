@@ -14,7 +14,8 @@ from itsdangerous import URLSafeTimedSerializer
 from werkzeug.security import generate_password_hash
 
 from telnyx_flask import create_app
-from telnyx_flask.auth import SESSION_REVOKED, TOKEN_SALT, stream_guard
+from telnyx_flask.auth import TOKEN_SALT, stream_guard
+from telnyx_flask.push import SESSION_REVOKED
 from telnyx_flask.redis_store import RedisKeys
 
 from .conftest import (

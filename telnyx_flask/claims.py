@@ -1,30 +1,28 @@
-"""Calls: what a webhook does to a call, and what an agent may do with one."""
+"""The answer race and what follows it: answer, decline and hang up, and a claim's lifecycle.
+
+A claim is the atomic ringing -> answering step in Redis (lua/claim_call.lua): of any number of
+agents (and the ring timeout) pressing at once, exactly one gets it. The holder renews it before
+each Telnyx command (the fence: a claim given back meanwhile stops the command), gives it back
+when Telnyx refuses, and a claim whose holder stopped renewing it (a dead worker) is given back
+by the sweep. ring_timeout.py claims through the same functions.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from . import metrics
-from .auth import Agent
+from .call_records import record_agent_action
 from .call_status import ANSWERED, ANSWERING, ENDED, RINGING
 from .circuit_breaker import TelnyxUnavailable
 from .db import Database
-from .errors import ApiError
+from .errors import ApiError, CallNotFound
 from .live_calls import Claim, LiveCalls
-from .outbox import Outbox
 from .reconcile import GONE_CAUSE, end_gone_call
-from .records import record_agent_action, record_event
 from .telnyx_api import REJECT_CAUSES, TelnyxClient, TelnyxError
-from .webhook_events import WebhookEvent
-
-
-class CallNotFound(ApiError):
-    """No such call, or it has ended."""
-
-    status = 404
-    code = "call_not_found"
+from .users import Agent
 
 
 class CallTaken(ApiError):
@@ -104,41 +102,6 @@ class TelnyxNotConfigured(ApiError):
     code = "telnyx_not_configured"
 
 
-@dataclass(frozen=True)
-class AppliedEvent:
-    """The outcome of one webhook: applied, duplicate or ignored, and what was announced."""
-
-    result: str
-    announced: tuple[str, ...] = ()
-
-
-def apply_event(
-    db: Database,
-    live: LiveCalls,
-    outbox: Outbox,
-    event: WebhookEvent,
-    body: bytes,
-    record_calls: bool,
-) -> AppliedEvent:
-    """Make an event durable in PostgreSQL, then live in Redis, then wake what it owes Telnyx.
-
-    PostgreSQL goes first so that nothing is announced that is not durable; a command the
-    event owes (record_start) is written in that same transaction (invariant 9). A duplicate
-    still reaches Redis: when an earlier attempt committed but Redis failed, this is the retry
-    that finishes the job, and Redis's version check makes a true repeat a no-op.
-    """
-    recorded = record_event(db, event, body, record_calls=record_calls)
-    if recorded.owed:
-        outbox.nudge()
-    if event.effect is None:
-        return AppliedEvent("duplicate" if recorded.duplicate else "ignored")
-    call = recorded.call
-    announced: list[str] = []
-    if call is not None and call.get("call_control_id"):
-        announced = live.apply_call_state(call)
-    return AppliedEvent("duplicate" if recorded.duplicate else "applied", tuple(announced))
-
-
 def ringing_calls(live: LiveCalls) -> list[dict[str, Any]]:
     """The calls ringing now, oldest first."""
     return live.ringing_calls()
@@ -155,30 +118,73 @@ def require_telnyx(telnyx: TelnyxClient | None) -> TelnyxClient:
     return telnyx
 
 
+class Claimant(Protocol):
+    """Whoever takes a call: an agent, or the ring timeout."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+def claim(
+    live: LiveCalls, call_control_id: str, claimant: Claimant, action: str, at_ms: int
+) -> Claim:
+    """Try to take a ringing call (the race: exactly one claimant wins)."""
+    return live.claim_call(call_control_id, claimant.id, claimant.name, action, at_ms)
+
+
+def renew(
+    live: LiveCalls, call_control_id: str, claimant: Claimant, action: str, at_ms: int
+) -> Claim:
+    """Renew a claim before the next command, or find out it is no longer the claimant's."""
+    return live.hold_claim(call_control_id, claimant.id, claimant.name, action, at_ms)
+
+
+def give_back(live: LiveCalls, call_control_id: str, claimant: Claimant, reason: str) -> bool:
+    """Let the call ring again (answering -> ringing) if the claimant still holds it."""
+    return live.release_call(call_control_id, claimant.id, reason)
+
+
+def release_stale_claims(
+    live: LiveCalls, now: int, lease_ms: int, keep: Callable[[str, str], bool]
+) -> list[str]:
+    """Give back claims not renewed within `lease_ms` (their worker died, say), except those
+    `keep(call_control_id, claimer_id)` says are still owed work; return those given back."""
+    released = []
+    for call_control_id, claimer in live.claimed_before(now - lease_ms):
+        if keep(call_control_id, claimer):
+            continue
+        if live.release_call(call_control_id, claimer, "claim went stale"):
+            released.append(call_control_id)
+    return released
+
+
 def _take(live: LiveCalls, call_control_id: str, agent: Agent, action: str) -> str | None:
     """Claim the call for this agent, or raise why not. Pressing again is not a conflict.
 
     Returns None for a new claim, or the call's status when the agent already held it.
     """
     claimed_at = now_ms()
-    claim: Claim = live.claim_call(call_control_id, agent.id, agent.name, action, claimed_at)
-    if claim.result == "claimed":
-        if claim.ringing_since_ms is not None:
-            metrics.RING_TO_CLAIM_SECONDS.observe((claimed_at - claim.ringing_since_ms) / 1000)
+    taken = claim(live, call_control_id, agent, action, claimed_at)
+    if taken.result == "claimed":
+        if taken.ringing_since_ms is not None:
+            metrics.RING_TO_CLAIM_SECONDS.observe((claimed_at - taken.ringing_since_ms) / 1000)
         return None
-    if claim.result == "missing" or claim.status == ENDED:
+    if taken.result == "missing" or taken.status == ENDED:
         raise CallNotFound("no ringing call with that id (unknown, or it has ended)")
     if (
-        claim.claimed_by_id == agent.id
-        and claim.action == action
-        and claim.status in (ANSWERING, ANSWERED)
+        taken.claimed_by_id == agent.id
+        and taken.action == action
+        and taken.status in (ANSWERING, ANSWERED)
     ):
-        return claim.status  # the same agent's retry: the commands below are idempotent
-    who = {"id": claim.claimed_by_id, "name": claim.claimed_by_name}
+        return taken.status  # the same agent's retry: the commands below are idempotent
+    who = {"id": taken.claimed_by_id, "name": taken.claimed_by_name}
     metrics.CLAIM_CONFLICTS.inc()
     raise CallTaken(
-        f"the call was taken by {claim.claimed_by_name or 'someone else'}",
-        who if claim.claimed_by_id else None,
+        f"the call was taken by {taken.claimed_by_name or 'someone else'}",
+        who if taken.claimed_by_id else None,
     )
 
 
@@ -209,14 +215,14 @@ def sip_uri_for(agent: Agent, sip_domain: str, fallback_username: str | None) ->
 
 def _hold(live: LiveCalls, call_control_id: str, agent: Agent, action: str) -> None:
     """Renew the agent's claim before the next command, or stop: someone else has the call."""
-    claim = live.hold_claim(call_control_id, agent.id, agent.name, action, now_ms())
-    if claim.result == "held":
+    held = renew(live, call_control_id, agent, action, now_ms())
+    if held.result == "held":
         return
-    if claim.result in ("missing", "ended"):
+    if held.result in ("missing", "ended"):
         raise CallNotFound("the call has ended")
     raise CallTaken(
-        f"the call was taken by {claim.claimed_by_name or 'someone else'}",
-        {"id": claim.claimed_by_id, "name": claim.claimed_by_name},
+        f"the call was taken by {held.claimed_by_name or 'someone else'}",
+        {"id": held.claimed_by_id, "name": held.claimed_by_name},
     )
 
 
@@ -258,7 +264,7 @@ def answer_call(
             # Telnyx requires an incoming call to be answered before it can be transferred.
             telnyx.answer(call_control_id, deadline=deadline)
         except TelnyxUnavailable:
-            live.release_call(call_control_id, agent.id, "telnyx unavailable")
+            give_back(live, call_control_id, agent, "telnyx unavailable")
             raise
         except TelnyxError as error:
             if error.call_already_ended:
@@ -266,7 +272,7 @@ def answer_call(
                 raise CallNotFound("the caller hung up before the call was answered") from error
             if error.outcome_unknown:
                 raise TelnyxTimeout(error) from error
-            live.release_call(call_control_id, agent.id, "answer failed")
+            give_back(live, call_control_id, agent, "answer failed")
             raise TelnyxRefused(error) from error
     # The fence: the claim must still be this agent's before the caller is put through.
     _hold(live, call_control_id, agent, "answer")
@@ -307,7 +313,7 @@ def decline_call(
     try:
         telnyx.reject(call_control_id, cause, deadline=deadline)
     except TelnyxUnavailable:
-        live.release_call(call_control_id, agent.id, "telnyx unavailable")
+        give_back(live, call_control_id, agent, "telnyx unavailable")
         raise
     except TelnyxError as error:
         if error.call_already_ended:
@@ -315,7 +321,7 @@ def decline_call(
             raise CallNotFound("the caller hung up before the call was declined") from error
         if error.outcome_unknown:
             raise TelnyxTimeout(error) from error
-        live.release_call(call_control_id, agent.id, "reject failed")
+        give_back(live, call_control_id, agent, "reject failed")
         raise TelnyxRefused(error) from error
     name_agent_on_record(db, live, call_control_id, "decline", agent)
     return {"call_control_id": call_control_id, "cause": cause}

@@ -1,25 +1,67 @@
-"""POST /api/telnyx/webhook: verify, parse, apply, acknowledge."""
+"""Webhook intake, POST /api/telnyx/webhook: verify, parse, apply, acknowledge.
+
+Applying an event is two steps in a fixed order: PostgreSQL first (call_records: dedupe and the
+order-safe merge, one statement), then Redis (live_calls: the same state, by version), then a
+nudge to the outbox for any command the event left owed. A 2xx only follows all of it, so
+Telnyx's retry finishes whatever a failure interrupted.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from flask import Blueprint, current_app, jsonify, request
 
 from . import metrics
-from .calls import apply_event
-from .db import get_db
+from .call_records import record_event
+from .db import Database, get_db
 from .errors import ApiError, PayloadTooLarge, StorageUnavailable
-from .live_calls import get_live
-from .outbox import get_outbox
-from .webhook_events import parse_webhook
+from .live_calls import LiveCalls, get_live
+from .outbox import Outbox, get_outbox
+from .webhook_events import WebhookEvent, parse_webhook
 
 log = logging.getLogger(__name__)
 
 MAX_WEBHOOK_BYTES = 256 * 1024
 
 bp = Blueprint("webhooks", __name__)
+
+
+@dataclass(frozen=True)
+class AppliedEvent:
+    """The outcome of one webhook: applied, duplicate or ignored, and what was announced."""
+
+    result: str
+    announced: tuple[str, ...] = ()
+
+
+def apply_event(
+    db: Database,
+    live: LiveCalls,
+    outbox: Outbox,
+    event: WebhookEvent,
+    body: bytes,
+    record_calls: bool,
+) -> AppliedEvent:
+    """Make an event durable in PostgreSQL, then live in Redis, then wake what it owes Telnyx.
+
+    PostgreSQL goes first so that nothing is announced that is not durable; a command the
+    event owes (record_start) is written in that same transaction (invariant 9). A duplicate
+    still reaches Redis: when an earlier attempt committed but Redis failed, this is the retry
+    that finishes the job, and Redis's version check makes a true repeat a no-op.
+    """
+    recorded = record_event(db, event, body, record_calls=record_calls)
+    if recorded.owed:
+        outbox.nudge()
+    if event.effect is None:
+        return AppliedEvent("duplicate" if recorded.duplicate else "ignored")
+    call = recorded.call
+    announced: list[str] = []
+    if call is not None and call.get("call_control_id"):
+        announced = live.apply_call_state(call)
+    return AppliedEvent("duplicate" if recorded.duplicate else "applied", tuple(announced))
 
 
 def read_body(limit: int) -> bytes:
