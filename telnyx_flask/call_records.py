@@ -1,8 +1,12 @@
-"""The durable record in PostgreSQL: applying a webhook event is one statement."""
+"""The durable record of calls in PostgreSQL: applying a webhook event (dedupe and the
+order-safe merge, one statement: apply_call_event in sql/), naming the agent on a call, and
+ending a call Telnyx says is over. history.py reads what these write."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg2.errors
@@ -12,18 +16,7 @@ from .db import Database
 from .errors import BadWebhook
 from .webhook_events import WebhookEvent
 
-APPLY_CALL_EVENT = """
-SELECT apply_call_event(
-    p_event_id => %(event_id)s, p_event_type => %(event_type)s,
-    p_occurred_at => %(occurred_at)s, p_body => %(body)s, p_effect => %(effect)s,
-    p_call_session_id => %(call_session_id)s, p_call_control_id => %(call_control_id)s,
-    p_call_leg_id => %(call_leg_id)s, p_connection_id => %(connection_id)s, p_leg => %(leg)s,
-    p_from => %(from_number)s, p_to => %(to_number)s, p_caller_id_name => %(caller_id_name)s,
-    p_start_time => %(start_time)s, p_end_time => %(end_time)s,
-    p_hangup_cause => %(hangup_cause)s, p_hangup_source => %(hangup_source)s,
-    p_sip_hangup_cause => %(sip_hangup_cause)s, p_recording_url => %(recording_url)s,
-    p_record_calls => %(record_calls)s)
-"""
+APPLY_CALL_EVENT = "SELECT apply_call_event(%(event)s, %(body)s, %(record_calls)s)"
 
 
 @dataclass(frozen=True)
@@ -44,31 +37,25 @@ class RawJson(Json):
         return obj.decode() if isinstance(obj, bytes) else obj
 
 
+def event_fields(event: WebhookEvent) -> dict[str, Any]:
+    """The event as the webhook_event composite reads it (sql/008): the dataclass's fields by
+    name, and its effect."""
+    fields = {
+        field.name: value.isoformat() if isinstance(value, datetime) else value
+        for field in dataclasses.fields(event)
+        if (value := getattr(event, field.name)) is not None
+    }
+    return {**fields, "effect": event.effect}
+
+
 def record_event(
     db: Database, event: WebhookEvent, body: bytes, record_calls: bool = False
 ) -> RecordedEvent:
     """Dedupe the event and merge it into inbound_calls and call_logs, in one transaction; with
     `record_calls`, a caller leg answered now owes record_start in that transaction too."""
     params = {
-        "event_id": event.event_id,
-        "event_type": event.event_type,
-        "occurred_at": event.occurred_at,
+        "event": Json(event_fields(event)),
         "body": RawJson(body),
-        "effect": event.effect,
-        "call_session_id": event.call_session_id,
-        "call_control_id": event.call_control_id,
-        "call_leg_id": event.call_leg_id,
-        "connection_id": event.connection_id,
-        "leg": event.leg,
-        "from_number": event.from_number,
-        "to_number": event.to_number,
-        "caller_id_name": event.caller_id_name,
-        "start_time": event.start_time,
-        "end_time": event.end_time,
-        "hangup_cause": event.hangup_cause,
-        "hangup_source": event.hangup_source,
-        "sip_hangup_cause": event.sip_hangup_cause,
-        "recording_url": event.recording_url,
         "record_calls": record_calls,
     }
     try:

@@ -2,7 +2,7 @@
 
 The order is forward-only: ringing < answering < answered < ended. STATUS_RANK is the one
 source; sql/002's call_status_rank() and lua/apply_call_state.lua's `rank` table spell the same
-ranks, and tests/test_call_status.py proves all three agree.
+ranks, and tests/test_one_source.py proves all three agree.
 """
 
 from __future__ import annotations
