@@ -26,7 +26,6 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from telnyx_flask.db import throwaway_database
 from telnyx_flask.history import (
     FIND_SQL,
     Cursor,
@@ -35,6 +34,10 @@ from telnyx_flask.history import (
     list_sql,
     normalise_phone,
 )
+
+# The repository root, for the tests' throwaway database helper (bench/ is run as scripts).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.helpers import throwaway_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "docs" / "bench" / "history-explain.txt"

@@ -75,9 +75,9 @@ from webhook_throughput import (  # bench/ is not a package: found through sys.p
     wait_ready,
 )
 
-from telnyx_flask.db import throwaway_database
 from telnyx_flask.redis_store import RedisKeys
 from telnyx_flask.signature import sign
+from tests.helpers import throwaway_database
 
 DEFAULT_OUTPUT = ROOT / "docs" / "bench" / "ring-latency.json"
 DEFAULT_STEPS = "250,500,1000,2500,5000,10000"

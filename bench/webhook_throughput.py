@@ -39,11 +39,14 @@ import psycopg2
 import redis
 from nacl.signing import SigningKey
 
-from telnyx_flask.db import throwaway_database
 from telnyx_flask.devserver import stop_process
 from telnyx_flask.embedded import free_port
 from telnyx_flask.redis_store import RedisKeys
 from telnyx_flask.signature import TOLERANCE_SECONDS, sign
+
+# The repository root, for the tests' throwaway database helper (bench/ is run as scripts).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.helpers import throwaway_database
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "telnyx"

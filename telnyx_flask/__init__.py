@@ -60,6 +60,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         lifecycle,
         live_calls,
         metrics,
+        migrations,
         openapi,
         ops,
         outbox,
@@ -81,6 +82,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
 
     db.init_app(app)
+    migrations.init_app(app)
     live_calls.init_app(app, app.config.get("REDIS_CLIENT"))
     lifecycle.init_app(app)
     telnyx_api.init_app(app)
@@ -119,7 +121,7 @@ def require_current_schema(app: Flask) -> None:
 
     An unreachable database is not refused here: /readyz says so, and it may come back.
     """
-    from .db import pending_migrations
+    from .migrations import pending_migrations
 
     try:
         pending = pending_migrations(app.config["DATABASE_URL"])

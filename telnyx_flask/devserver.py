@@ -24,8 +24,8 @@ import requests
 from werkzeug.security import generate_password_hash
 
 from .config import ConfigError, check_secret_key, database_url_from, load_environment
-from .db import create_database_if_missing, upgrade
 from .embedded import EmbeddedUnavailable, reachable, start_postgres, start_redis
+from .migrations import create_database_if_missing, upgrade
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_PROSPECTS = (

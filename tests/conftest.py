@@ -1,19 +1,15 @@
 """Fixtures: a throwaway PostgreSQL database, a private Redis key prefix, signed webhooks, a fake
-Telnyx API, and the app wired to all of them."""
+Telnyx API, and the app wired to all of them; and the hooks that find the test services and
+mark tests by what they start. Shared helpers live in helpers.py."""
 
 from __future__ import annotations
 
-import base64
-import copy
 import itertools
-import json
 import os
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +17,25 @@ import psycopg2
 import psycopg2.errors
 import pytest
 import redis
-from nacl.signing import SigningKey
 
 from telnyx_flask import create_app
 from telnyx_flask.auth import issue_token
-from telnyx_flask.db import throwaway_database
 from telnyx_flask.embedded import Embedded, reachable, start_postgres, start_redis
-from telnyx_flask.redis_store import RedisKeys
-from telnyx_flask.signature import sign
 from telnyx_flask.users import Agent, create_user
 
+from . import helpers
 from .fake_telnyx import FakeTelnyx
+from .helpers import (
+    TABLES,
+    TestAgent,
+    app_settings,
+    close_app,
+    empty_redis,
+    encode,
+    signed_headers,
+    throwaway_database,
+)
 
-FIXTURES = Path(__file__).parent / "fixtures" / "telnyx"
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-# Set in pytest_configure: TEST_DATABASE_URL / TEST_REDIS_URL, else the local servers on their
-# standard ports, else embedded ones started for this run (as `make run` starts them).
-ADMIN_DATABASE_URL = DEFAULT_DATABASE_URL
-TEST_REDIS_URL = DEFAULT_REDIS_URL
 SERVICES: list[str] = []
 _embedded: list[Embedded] = []
 
@@ -66,11 +62,12 @@ def _embedded_postgres() -> Embedded:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global ADMIN_DATABASE_URL, TEST_REDIS_URL
-    ADMIN_DATABASE_URL = _choose(
-        "PostgreSQL", "TEST_DATABASE_URL", DEFAULT_DATABASE_URL, 5432, _embedded_postgres
+    helpers.ADMIN_DATABASE_URL = _choose(
+        "PostgreSQL", "TEST_DATABASE_URL", helpers.DEFAULT_DATABASE_URL, 5432, _embedded_postgres
     )
-    TEST_REDIS_URL = _choose("Redis", "TEST_REDIS_URL", DEFAULT_REDIS_URL, 6379, start_redis)
+    helpers.TEST_REDIS_URL = _choose(
+        "Redis", "TEST_REDIS_URL", helpers.DEFAULT_REDIS_URL, 6379, start_redis
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -101,56 +98,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return SERVICES
 
 
-# Production refuses weak keys; a fixed random one keeps tokens valid across the test servers.
-TEST_SECRET_KEY = "Jq3v9XkP2mW7tR8yL4nB6cD1fG5hZ0sQ"
-SIGNING_SEED = bytes(range(32))
-PUBLIC_KEY = base64.b64encode(bytes(SigningKey(SIGNING_SEED).verify_key)).decode()
-TABLES = ("telnyx_outbox", "webhook_events", "call_logs", "inbound_calls", "prospects", "users")
-
-
-def load_fixture(name: str) -> dict[str, Any]:
-    """A webhook body from tests/fixtures/telnyx, as a dict to adjust."""
-    return json.loads((FIXTURES / name).read_text())
-
-
-def answered_call_events() -> list[dict[str, Any]]:
-    """The answered and recorded call (fixtures 01-06), in delivery order."""
-    return [load_fixture(path.name) for path in sorted(FIXTURES.glob("0*.json"))]
-
-
-def abandoned_call_events() -> list[dict[str, Any]]:
-    """The call abandoned while ringing (fixtures 11-12)."""
-    return [load_fixture(path.name) for path in sorted(FIXTURES.glob("1*.json"))]
-
-
-def renamed(events: list[dict[str, Any]], suffix: str) -> list[dict[str, Any]]:
-    """The same events for a different call: every id gets `suffix`, so calls don't collide."""
-    out = []
-    for event in copy.deepcopy(events):
-        event["data"]["id"] += suffix
-        payload = event["data"]["payload"]
-        for field in ("call_control_id", "call_leg_id", "call_session_id"):
-            if payload.get(field):
-                payload[field] += suffix
-        out.append(event)
-    return out
-
-
-def encode(body: dict[str, Any] | bytes) -> bytes:
-    """The bytes a webhook body is sent as."""
-    return body if isinstance(body, bytes) else json.dumps(body).encode()
-
-
-def signed_headers(body: bytes, timestamp: int | None = None, seed: bytes = SIGNING_SEED) -> dict:
-    """Telnyx's signature headers for these exact bytes."""
-    return sign(seed, body, int(time.time()) if timestamp is None else timestamp)
-
-
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh database with every migration applied, dropped after the session."""
     with throwaway_database(
-        ADMIN_DATABASE_URL, f"telnyx_flask_test_{uuid.uuid4().hex[:10]}"
+        helpers.ADMIN_DATABASE_URL, f"telnyx_flask_test_{uuid.uuid4().hex[:10]}"
     ) as url:
         yield url
 
@@ -164,7 +116,7 @@ def redis_prefix() -> str:
 @pytest.fixture(scope="session")
 def redis_client() -> Iterator[redis.Redis]:
     """A client for inspecting the test Redis directly."""
-    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    client = redis.Redis.from_url(helpers.TEST_REDIS_URL, decode_responses=True)
     yield client
     client.close()
 
@@ -176,15 +128,6 @@ def fake_telnyx() -> Iterator[FakeTelnyx]:
     server.start()
     yield server
     server.stop()
-
-
-def empty_redis(client: redis.Redis, prefix: str) -> None:
-    """Delete every key under the prefix but the live-state generation marker: emptying the
-    store between tests is not Redis losing its data (tests that mean that delete it too)."""
-    keep = RedisKeys(prefix).generation
-    keys = [key for key in client.scan_iter(match=f"{prefix}*", count=1000) if key != keep]
-    if keys:
-        client.delete(*keys)
 
 
 @pytest.fixture
@@ -212,24 +155,6 @@ def clean_storage(database_url: str, redis_client: redis.Redis, redis_prefix: st
     empty()
 
 
-def app_settings(database_url: str, redis_prefix: str, telnyx_base: str) -> dict[str, Any]:
-    """Production-mode settings pointing at the test services."""
-    return {
-        "APP_ENV": "production",
-        "SECRET_KEY": TEST_SECRET_KEY,
-        "DATABASE_URL": database_url,
-        "DB_POOL_TIMEOUT": "2",
-        "REDIS_URL": TEST_REDIS_URL,
-        "REDIS_PREFIX": redis_prefix,
-        "TELNYX_API_KEY": "KEY_TEST",
-        "TELNYX_API_BASE": telnyx_base,
-        "TELNYX_PUBLIC_KEY": PUBLIC_KEY,
-        "TELNYX_SIP_DOMAIN": "sip.telnyx.com",
-        "BACKGROUND_TASKS": "false",
-        "TESTING": True,
-    }
-
-
 @pytest.fixture
 def settings(database_url, redis_prefix, fake_telnyx, clean_storage) -> dict[str, Any]:
     """The app's settings; a test may change them before asking for `app`."""
@@ -243,14 +168,6 @@ def app(settings):
     app = create_app(settings)
     yield app
     close_app(app)
-
-
-def close_app(app) -> None:
-    """Stop what an app started: its follow-up pool, stream reader and connections."""
-    app.extensions["background"].stop()
-    app.extensions["push"].stop()
-    app.extensions["database"].close()
-    app.extensions["live"].client.close()
 
 
 @pytest.fixture
@@ -291,17 +208,6 @@ def db_rows(database_url):
         return rows
 
     return query
-
-
-@dataclass(frozen=True)
-class TestAgent:
-    """An agent account made for a test, with its bearer-token headers."""
-
-    id: str
-    email: str
-    name: str
-    password: str
-    headers: dict[str, str]
 
 
 @pytest.fixture

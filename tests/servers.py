@@ -18,7 +18,7 @@ from nacl.signing import SigningKey
 
 from telnyx_flask.embedded import free_port
 
-from .conftest import app_settings
+from .helpers import app_settings
 
 ROOT = Path(__file__).parent.parent
 

@@ -8,7 +8,7 @@ import pytest
 
 from telnyx_flask.ring_timeout import RingTimeouts
 
-from .conftest import abandoned_call_events, answered_call_events, load_fixture
+from .helpers import abandoned_call_events, answered_call_events, load_fixture
 
 CALLER = "v3:Qf3u8JtKZq0pVm3xR2kL9w_ZbYc1dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5zA"
 

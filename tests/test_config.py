@@ -16,7 +16,7 @@ from telnyx_flask.config import (
     config_from_environment,
 )
 
-from .conftest import PUBLIC_KEY, TEST_SECRET_KEY
+from .helpers import PUBLIC_KEY, TEST_SECRET_KEY
 
 PRODUCTION = {
     "TELNYX_PUBLIC_KEY": PUBLIC_KEY,

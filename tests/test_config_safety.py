@@ -8,7 +8,7 @@ import requests
 
 from telnyx_flask import create_app
 
-from .conftest import app_settings, close_app, encode, load_fixture
+from .helpers import app_settings, close_app, encode, load_fixture
 from .servers import Gunicorn
 
 

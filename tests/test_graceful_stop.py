@@ -15,7 +15,7 @@ import requests
 from telnyx_flask.lifecycle import start_draining
 from telnyx_flask.push import DRAIN_RETRY_MS, StreamSettings, event_stream
 
-from .conftest import abandoned_call_events, encode, renamed, signed_headers
+from .helpers import abandoned_call_events, encode, renamed, signed_headers
 from .servers import Gunicorn
 from .sse_client import Frame, SseClient
 

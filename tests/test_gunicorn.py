@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from .conftest import answered_call_events, encode, renamed, signed_headers
+from .helpers import answered_call_events, encode, renamed, signed_headers
 from .servers import Gunicorn
 
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from .conftest import abandoned_call_events, answered_call_events
+from .helpers import abandoned_call_events, answered_call_events
 
 T0 = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 CALLER = "v3:Qf3u8JtKZq0pVm3xR2kL9w_ZbYc1dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5zA"

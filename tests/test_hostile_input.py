@@ -18,14 +18,7 @@ from telnyx_flask.auth import issue_token
 from telnyx_flask.redis_store import RedisKeys
 from telnyx_flask.users import Agent
 
-from .conftest import (
-    FIXTURES,
-    answered_call_events,
-    encode,
-    load_fixture,
-    renamed,
-    signed_headers,
-)
+from .helpers import FIXTURES, answered_call_events, encode, load_fixture, renamed, signed_headers
 
 MISSED_CALLER = "v3:Mx2c4Vb6Nm8Qw0Er2Ty4Ui6Op8As0Df2Gh4Jk6Lz8Xc0Vb2Nm4Qw6Er8Ty0Ui2"
 SOME_UUID = "00000000-0000-4000-8000-000000000000"

@@ -6,7 +6,7 @@ import pytest
 
 from telnyx_flask.live_rebuild import ensure_live_state
 
-from .conftest import abandoned_call_events, empty_redis, load_fixture, renamed
+from .helpers import abandoned_call_events, empty_redis, load_fixture, renamed
 
 CALLER = "v3:Qf3u8JtKZq0pVm3xR2kL9w_ZbYc1dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5zA"
 
@@ -119,7 +119,7 @@ def test_readyz_answers_against_a_redis_without_info(settings):
 
     from telnyx_flask import create_app
 
-    from .conftest import close_app
+    from .helpers import close_app
 
     settings["REDIS_CLIENT"] = fakeredis.FakeRedis()
     app = create_app(settings)

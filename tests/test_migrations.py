@@ -12,15 +12,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from telnyx_flask.db import (
-    MIGRATION_LOCK_KEY,
-    migration_files,
-    pending_migrations,
-    throwaway_database,
-    upgrade,
-)
+from telnyx_flask.migrations import MIGRATION_LOCK_KEY, migration_files, pending_migrations, upgrade
 
-from . import conftest
+from . import helpers
+from .helpers import throwaway_database
 
 ROOT = Path(__file__).parent.parent
 EVERY_VERSION = [version for version, _ in migration_files()]
@@ -31,7 +26,7 @@ APPLIED_ALL = f"applied {', '.join(EVERY_VERSION)}"
 def empty_database():
     """A database with nothing in it, dropped afterwards."""
     name = f"telnyx_flask_migrate_{uuid.uuid4().hex[:10]}"
-    with throwaway_database(conftest.ADMIN_DATABASE_URL, name, migrate=False) as url:
+    with throwaway_database(helpers.ADMIN_DATABASE_URL, name, migrate=False) as url:
         yield url
 
 

@@ -16,7 +16,7 @@ from telnyx_flask.call_records import event_fields
 from telnyx_flask.call_status import STATUS_RANK
 from telnyx_flask.webhook_events import WebhookEvent, parse_webhook
 
-from .conftest import encode, load_fixture
+from .helpers import encode, load_fixture
 
 LUA_RANK = re.compile(r"local rank = \{([^}]*)\}")
 

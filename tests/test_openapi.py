@@ -18,7 +18,7 @@ from telnyx_flask import create_app
 from telnyx_flask.auth import Agent, issue_token
 from telnyx_flask.openapi import DEVELOPMENT_ONLY_PATHS, DOCUMENT, document_for
 
-from .conftest import app_settings, close_app
+from .helpers import app_settings, close_app
 from .servers import Gunicorn
 
 # Not part of the API: Flask's static files, whose paths are the page's own business.

@@ -17,11 +17,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from telnyx_flask.db import throwaway_database
 from telnyx_flask.logs import JsonFormatter, RequestContext
 
-from . import conftest
-from .conftest import answered_call_events, encode, signed_headers
+from . import helpers
+from .helpers import answered_call_events, encode, signed_headers, throwaway_database
 from .servers import ROOT, ready_simulator, running_stack
 from .sse_client import SseClient
 
@@ -186,10 +185,10 @@ def caplog_json():
 
 def test_serving_is_refused_while_the_schema_is_behind(database_url, redis_prefix):
     name = f"telnyx_flask_test_{uuid.uuid4().hex[:10]}"
-    with throwaway_database(conftest.ADMIN_DATABASE_URL, name, migrate=False) as url:
+    with throwaway_database(helpers.ADMIN_DATABASE_URL, name, migrate=False) as url:
         env = {
             **os.environ,
-            **conftest.app_settings(url, redis_prefix, "http://127.0.0.1:9/v2"),
+            **helpers.app_settings(url, redis_prefix, "http://127.0.0.1:9/v2"),
             "DOTENV_PATH": "/nonexistent",
         }
         env = {k: v for k, v in env.items() if isinstance(v, str)}

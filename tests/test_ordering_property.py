@@ -8,7 +8,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import abandoned_call_events, answered_call_events, renamed
+from .helpers import abandoned_call_events, answered_call_events, renamed
 
 CALL_FIXTURES = {"answered": answered_call_events(), "abandoned": abandoned_call_events()}
 IGNORED_COLUMNS = {"id", "created_at", "updated_at", "last_webhook_at", "prospect_id", "version"}

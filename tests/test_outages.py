@@ -8,8 +8,8 @@ import pytest
 
 from telnyx_flask import create_app
 
-from . import conftest
-from .conftest import answered_call_events, encode, signed_headers
+from . import helpers
+from .helpers import answered_call_events, encode, signed_headers
 from .tcp_proxy import TcpProxy, through_proxy
 
 
@@ -18,13 +18,13 @@ def proxied(settings, database_url):
     """An app whose PostgreSQL and Redis connections both pass through cuttable proxies."""
     proxies = {
         "postgresql": TcpProxy.for_url(database_url, 5432),
-        "redis": TcpProxy.for_url(conftest.TEST_REDIS_URL, 6379),
+        "redis": TcpProxy.for_url(helpers.TEST_REDIS_URL, 6379),
     }
     settings["DATABASE_URL"] = through_proxy(database_url, proxies["postgresql"])
-    settings["REDIS_URL"] = through_proxy(conftest.TEST_REDIS_URL, proxies["redis"])
+    settings["REDIS_URL"] = through_proxy(helpers.TEST_REDIS_URL, proxies["redis"])
     app = create_app(settings)
     yield app, proxies
-    conftest.close_app(app)
+    helpers.close_app(app)
     for proxy in proxies.values():
         proxy.close()
 

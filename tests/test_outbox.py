@@ -6,7 +6,7 @@ import pytest
 
 from telnyx_flask.outbox import MOOT, REFUSED, RETRY, SENT
 
-from .conftest import answered_call_events
+from .helpers import answered_call_events
 
 CALLER = "v3:Qf3u8JtKZq0pVm3xR2kL9w_ZbYc1dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5zA"
 

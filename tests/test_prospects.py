@@ -7,7 +7,7 @@ import pytest
 
 from telnyx_flask.prospects import to_e164
 
-from .conftest import abandoned_call_events
+from .helpers import abandoned_call_events
 
 
 def other_digits(number: str, zero: int) -> str:

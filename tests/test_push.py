@@ -15,14 +15,8 @@ import requests
 from telnyx_flask import create_app
 from telnyx_flask.push import PushHub, StreamSettings, event_stream
 
-from . import conftest
-from .conftest import (
-    abandoned_call_events,
-    app_settings,
-    encode,
-    renamed,
-    signed_headers,
-)
+from . import helpers
+from .helpers import abandoned_call_events, app_settings, encode, renamed, signed_headers
 from .servers import Gunicorn, free_port
 from .sse_client import SseClient
 from .tcp_proxy import TcpProxy, through_proxy
@@ -261,7 +255,7 @@ def test_pages_keep_receiving_after_redis_loses_the_stream(
     deliver_calls(server, 1, "before-flush")
     assert client.next_event().event == "call.ringing"
     # What FLUSHDB does to this test's keys (the whole server is shared with other runs).
-    conftest.empty_redis(redis_client, redis_prefix)
+    helpers.empty_redis(redis_client, redis_prefix)
     assert not redis_client.exists(f"{redis_prefix}events")
     reset_id = announce_reset(redis_client, redis_prefix)
     reset, snapshot = client.events(2)
@@ -380,8 +374,8 @@ def test_a_stream_ends_after_its_lifetime(app, clean_storage):
 def test_reader_survives_losing_redis_and_resumes_without_a_gap(
     settings, redis_client, redis_prefix
 ):
-    proxy = TcpProxy.for_url(conftest.TEST_REDIS_URL, 6379)
-    settings["REDIS_URL"] = through_proxy(conftest.TEST_REDIS_URL, proxy)
+    proxy = TcpProxy.for_url(helpers.TEST_REDIS_URL, 6379)
+    settings["REDIS_URL"] = through_proxy(helpers.TEST_REDIS_URL, proxy)
     hub = create_app(settings).extensions["push"]
     page = hub.subscribe()
     key = f"{redis_prefix}events"
@@ -420,7 +414,7 @@ def test_pages_take_a_snapshot_when_the_stream_comes_back_with_older_ids(
     try:
         assert next_event().startswith(b"retry:")
         assert next_event().startswith(f"id: {ahead}\nevent: snapshot".encode())
-        conftest.empty_redis(redis_client, redis_prefix)
+        helpers.empty_redis(redis_client, redis_prefix)
         behind = redis_client.xadd(key, {"event": "call.ringing", "data": "{}"})
         assert next_event().startswith(b"event: reset\n")
         assert next_event().startswith(f"id: {behind}\nevent: snapshot".encode())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import load_fixture
+from .helpers import load_fixture
 
 CALLER = "v3:Qf3u8JtKZq0pVm3xR2kL9w_ZbYc1dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5zA"
 

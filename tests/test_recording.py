@@ -7,14 +7,7 @@ import json
 
 from telnyx_flask import create_app
 
-from .conftest import (
-    answered_call_events,
-    close_app,
-    encode,
-    load_fixture,
-    renamed,
-    signed_headers,
-)
+from .helpers import answered_call_events, close_app, encode, load_fixture, renamed, signed_headers
 
 CALLER = "v3:Qf3u8JtKZq0pVm3xR2kL9w_ZbYc1dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5zA"
 

@@ -12,7 +12,7 @@ from werkzeug.wrappers import Request, Response
 from telnyx_flask.config import DEFAULT_RECORDING_HOSTS, RecordingSource
 from telnyx_flask.recordings import allowed_recording_url
 
-from .conftest import app_settings
+from .helpers import app_settings
 from .servers import Gunicorn
 from .webhook_sink import ThreadedServer
 

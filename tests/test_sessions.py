@@ -18,7 +18,7 @@ from telnyx_flask.auth import TOKEN_SALT, stream_guard
 from telnyx_flask.push import SESSION_REVOKED
 from telnyx_flask.redis_store import RedisKeys
 
-from .conftest import (
+from .helpers import (
     abandoned_call_events,
     app_settings,
     close_app,

@@ -11,7 +11,7 @@ from nacl.signing import SigningKey
 
 from telnyx_flask import create_app
 
-from .conftest import encode, load_fixture, signed_headers
+from .helpers import encode, load_fixture, signed_headers
 
 BODY = encode(load_fixture("11_missed.call.initiated.json"))
 

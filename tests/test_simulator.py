@@ -37,7 +37,7 @@ from telnyx_flask.simulator.cli import sim_cli
 from telnyx_flask.simulator.keys import public_key_base64
 from telnyx_flask.telnyx_api import TelnyxClient, TelnyxError
 
-from .conftest import load_fixture
+from .helpers import load_fixture
 from .servers import free_port
 from .webhook_sink import ReceivedWebhook, ThreadedServer, WebhookSink
 

@@ -10,8 +10,8 @@ from werkzeug.wrappers import Request, Response
 from telnyx_flask import create_app
 from telnyx_flask.users import set_phone
 
-from .conftest import answered_call_events, close_app
 from .fake_telnyx import FAKE_JWT
+from .helpers import answered_call_events, close_app
 from .webhook_sink import ThreadedServer
 
 AUDIO = bytes(range(256)) * 64  # 16 KiB standing in for an MP3

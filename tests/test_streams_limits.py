@@ -23,7 +23,7 @@ from telnyx_flask.push import (
     event_stream,
 )
 
-from .conftest import app_settings
+from .helpers import app_settings
 from .servers import Gunicorn, free_port
 from .sse_client import Frame, SseClient
 from .test_push import deliver_calls

@@ -19,8 +19,8 @@ from telnyx_flask.circuit_breaker import (
 from telnyx_flask.live_rebuild import ensure_live_state
 from telnyx_flask.redis_store import RedisKeys
 
-from . import conftest
-from .conftest import empty_redis, load_fixture
+from . import helpers
+from .helpers import empty_redis, load_fixture
 
 CALLER = "v3:Qf3u8JtKZq0pVm3xR2kL9w_ZbYc1dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5zA"
 
@@ -41,7 +41,7 @@ def call_hash(redis_client, redis_prefix):
 
 @pytest.fixture
 def breaker(redis_prefix):
-    client = redis.Redis.from_url(conftest.TEST_REDIS_URL)
+    client = redis.Redis.from_url(helpers.TEST_REDIS_URL)
     yield CircuitBreaker(
         client, RedisKeys(redis_prefix), BreakerSettings(failure_threshold=3, cooldown_seconds=10)
     )

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .conftest import abandoned_call_events, answered_call_events, load_fixture, renamed
+from .helpers import abandoned_call_events, answered_call_events, load_fixture, renamed
 
 CALLER = "v3:Qf3u8JtKZq0pVm3xR2kL9w_ZbYc1dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5zA"
 TRANSFER_LEG = "v3:Bk7d2RrT0wq4Ye6Ui8Op1As3Df5Gh7Jk9Lz1Xc3Vb5Nm7Qw9Er1Ty3Ui5Op7As9"
