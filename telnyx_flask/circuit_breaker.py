@@ -18,15 +18,17 @@ import time
 from dataclasses import dataclass
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from . import metrics
 from .errors import ApiError
-from .redis_store import RedisKeys, lua_script
+from .redis_store import RedisClient, RedisKeys, lua_script, text
 
 log = logging.getLogger(__name__)
 
-# Any Redis failure (down, or full under noeviction) must not turn a Telnyx call into a 500.
-REDIS_ERRORS = (redis.RedisError,)
+# Any Redis failure (down, or full under noeviction) must not turn a Telnyx call into a 500; a
+# cluster with no reachable node raises RedisClusterException, which is not a RedisError.
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
@@ -59,7 +61,7 @@ class BreakerSettings:
 class CircuitBreaker:
     """Shared open/closed state for calls to Telnyx; `allow()` before, `record_*` after."""
 
-    def __init__(self, client: redis.Redis, keys: RedisKeys, settings: BreakerSettings):
+    def __init__(self, client: RedisClient, keys: RedisKeys, settings: BreakerSettings):
         self.client = client
         self.key = keys.telnyx_breaker
         self.settings = settings
@@ -81,7 +83,7 @@ class CircuitBreaker:
                 self._ttl_seconds,
             ],
         )
-        return [item.decode() if isinstance(item, bytes) else str(item) for item in reply]
+        return [str(text(item)) for item in reply]
 
     def check(self, now_ms: int | None = None) -> None:
         """Raise TelnyxUnavailable while the breaker is open, without taking the probe: a look
@@ -141,4 +143,4 @@ class CircuitBreaker:
             return "unknown"
         if value is None:
             return CLOSED
-        return value.decode() if isinstance(value, bytes) else value
+        return text(value)

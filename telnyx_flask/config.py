@@ -7,10 +7,12 @@ import binascii
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
-from urllib.parse import quote, urlsplit
+from typing import NamedTuple, overload
+from urllib.parse import parse_qs, quote, urlsplit
 
 from dotenv import dotenv_values
+
+from .redis_store import CLUSTER_SCHEMES, is_cluster_url
 
 APP_ENVS = ("production", "development")
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -50,6 +52,10 @@ DEFAULT_RECORDING_HOSTS = (
     "*.telnyx.com",
 )
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# The +cluster schemes select Redis Cluster (redis_store.create_redis).
+REDIS_SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
+# One hash tag for every key: the same code then runs on one server and on a Redis Cluster.
+DEFAULT_REDIS_PREFIX = "{telnyx-flask}:"
 
 
 class ConfigError(Exception):
@@ -76,6 +82,12 @@ def load_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]
     return environ
 
 
+@overload
+def _text(env: Mapping[str, str], name: str) -> str | None: ...
+@overload
+def _text(env: Mapping[str, str], name: str, default: str) -> str: ...
+@overload
+def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None: ...
 def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
     value = env.get(name)
     if value is None or value.strip() == "":
@@ -183,6 +195,33 @@ def database_url_from(env: Mapping[str, str]) -> str:
     password = _text(env, "DB_PASSWORD")
     credentials = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
     return f"postgresql://{credentials}@{host}:{port}/{quote(name, safe='')}"
+
+
+def redis_settings(env: Mapping[str, str]) -> tuple[str, str]:
+    """REDIS_URL and REDIS_PREFIX; on a Redis Cluster the prefix must hold a hash tag."""
+    url = _url(env, "REDIS_URL", "redis://127.0.0.1:6379/0", REDIS_SCHEMES)
+    prefix = _text(env, "REDIS_PREFIX", DEFAULT_REDIS_PREFIX)
+    cluster = is_cluster_url(url)
+    if parse_qs(urlsplit(url).query).get("protocol", ["2"]) != ["2"]:
+        # The stream reader and the scripts' replies are read in RESP2's shapes.
+        raise ConfigError(f"REDIS_URL: only protocol=2 (RESP2) is supported, got {url!r}")
+    if cluster and urlsplit(url).path.strip("/") not in ("", "0"):
+        raise ConfigError(f"REDIS_URL: a Redis Cluster has only database 0, got {url!r}")
+    if cluster and not _hash_tag(prefix):
+        # Without one, a script's keys spread over slots and the cluster refuses it (CROSSSLOT).
+        raise ConfigError(
+            f"REDIS_PREFIX must contain a hash tag such as {DEFAULT_REDIS_PREFIX!r} when "
+            f"REDIS_URL is a Redis Cluster, so that every key is in one slot; got {prefix!r}"
+        )
+    return url, prefix
+
+
+def _hash_tag(prefix: str) -> str:
+    """What Redis Cluster hashes a key under this prefix by: the text inside the first `{...}`
+    when it is not empty (else the whole key, so there is no shared tag)."""
+    start = prefix.find("{")
+    end = prefix.find("}", start + 1) if start != -1 else -1
+    return prefix[start + 1 : end] if end > start + 1 else ""
 
 
 def check_secret_key(value: str) -> str:
@@ -299,6 +338,8 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
             f"CLAIM_LEASE_SECONDS ({claim_lease})"
         )
 
+    redis_url, redis_prefix = redis_settings(env)
+
     return {
         "APP_ENV": app_env,
         "SECRET_KEY": secret_key,
@@ -306,10 +347,8 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
         "DB_POOL_SIZE": _integer(env, "DB_POOL_SIZE", 10, 1, 500),
         "DB_POOL_TIMEOUT": _integer(env, "DB_POOL_TIMEOUT", 5, 1, 300),
         "DB_STATEMENT_TIMEOUT_MS": _integer(env, "DB_STATEMENT_TIMEOUT_MS", 5000, 100, 600_000),
-        "REDIS_URL": _url(
-            env, "REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss", "unix")
-        ),
-        "REDIS_PREFIX": _text(env, "REDIS_PREFIX", "telnyx-flask:"),
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": redis_prefix,
         "REDIS_POOL_SIZE": _integer(env, "REDIS_POOL_SIZE", 50, 2, 10_000),
         "REDIS_STREAM_MAXLEN": _integer(env, "REDIS_STREAM_MAXLEN", 10_000, 100, 10_000_000),
         "TELNYX_API_KEY": api_key,

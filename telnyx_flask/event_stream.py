@@ -18,7 +18,7 @@ import redis
 
 from .call_status import summaries
 from .errors import StorageUnavailable
-from .redis_store import REDIS_ERRORS, RedisKeys, lua_script, text
+from .redis_store import REDIS_ERRORS, RedisClient, RedisKeys, lua_script, run_over_members, text
 
 # Entries read per round trip when a page catches up from its Last-Event-ID.
 CATCH_UP_PAGE = 200
@@ -41,7 +41,7 @@ def parse_stream_id(value: str | None) -> tuple[int, int] | None:
 class EventStream:
     """The stream's writer and readers; created once per process, shared by its requests."""
 
-    def __init__(self, client: redis.Redis, keys: RedisKeys, maxlen: int):
+    def __init__(self, client: RedisClient, keys: RedisKeys, maxlen: int):
         self.client = client
         self.keys = keys
         self.maxlen = maxlen
@@ -62,8 +62,8 @@ class EventStream:
     def snapshot(self) -> tuple[str, list[dict[str, Any]]]:
         """(newest stream id, calls ringing or in progress), read atomically."""
         try:
-            newest_id, replies = self._snapshot(
-                keys=[self.keys.active, self.keys.events], args=[self.keys.call("")]
+            newest_id, replies = run_over_members(
+                self.client, self._snapshot, self.keys.active, self.keys, (self.keys.events,)
             )
         except REDIS_ERRORS as exc:
             raise StorageUnavailable("redis", str(exc)) from exc
@@ -90,6 +90,8 @@ class EventStream:
                 )
             except REDIS_ERRORS as exc:
                 raise StorageUnavailable("redis", str(exc)) from exc
+            if not page:  # redis-py types XRANGE's reply as optional; empty means done
+                return
             yield from page
             if len(page) < page_size:
                 return

@@ -16,16 +16,18 @@ from typing import Any
 import redis
 from flask import Flask, current_app
 
-from .call_status import ANSWERING, call_summary, live_fields, summaries
+from .call_status import call_summary, live_fields, summaries
 from .errors import StorageUnavailable
 from .event_stream import EventStream
 from .redis_store import (
     ACTIVE_CALL_TTL_SECONDS,
     ENDED_CALL_TTL_SECONDS,
     REDIS_ERRORS,
+    RedisClient,
     RedisKeys,
     create_redis,
     lua_script,
+    run_over_members,
     text,
 )
 
@@ -33,7 +35,7 @@ from .redis_store import (
 class LiveCalls:
     """Redis access for live call state; created once per process and shared by its requests."""
 
-    def __init__(self, client: redis.Redis, keys: RedisKeys, stream_maxlen: int):
+    def __init__(self, client: RedisClient, keys: RedisKeys, stream_maxlen: int):
         self.client = client
         self.keys = keys
         self.stream_maxlen = stream_maxlen
@@ -44,6 +46,7 @@ class LiveCalls:
         self._release = client.register_script(lua_script("release_call.lua"))
         self._hold = client.register_script(lua_script("hold_claim.lua"))
         self._finish_rebuild = client.register_script(lua_script("finish_rebuild.lua"))
+        self._stale_claims = client.register_script(lua_script("stale_claims.lua"))
 
     def apply_call_state(
         self,
@@ -75,6 +78,21 @@ class LiveCalls:
         stored = {name: value for name, value in fields.items() if name != "status"}
         if claimed_by is not None:
             stored["claimed_by_id"], stored["claimed_by_name"] = claimed_by
+        # Numbers that must stay exact (a version may be a large bigint) travel as strings.
+        state = {
+            "version": str(call["version"]),
+            "status": call["status"],
+            "call_control_id": call["call_control_id"],
+            "arrived_ms": str(score),
+            "fields": stored,
+            "summary": summary,
+            "ended": ended,
+            "recording": recording,
+            "stream_maxlen": self.stream_maxlen,
+            "active_ttl": ACTIVE_CALL_TTL_SECONDS,
+            "ended_ttl": ENDED_CALL_TTL_SECONDS,
+            "quiet": quiet,
+        }
         try:
             announced = self._apply(
                 keys=[
@@ -84,21 +102,7 @@ class LiveCalls:
                     self.keys.claimed,
                     self.keys.active,
                 ],
-                args=[
-                    call["version"],
-                    call["status"],
-                    score,
-                    json.dumps(stored),
-                    call["call_control_id"],
-                    json.dumps(summary),
-                    json.dumps(summary),
-                    json.dumps(ended),
-                    json.dumps(recording),
-                    self.stream_maxlen,
-                    ACTIVE_CALL_TTL_SECONDS,
-                    ENDED_CALL_TTL_SECONDS,
-                    "1" if quiet else "0",
-                ],
+                args=[json.dumps(state)],
             )
         except REDIS_ERRORS as exc:
             raise StorageUnavailable("redis", str(exc)) from exc
@@ -107,7 +111,7 @@ class LiveCalls:
     def ringing_calls(self) -> list[dict[str, Any]]:
         """The calls ringing now, oldest first."""
         try:
-            replies = self._ringing(keys=[self.keys.ringing], args=[self.keys.call("")])
+            (replies,) = run_over_members(self.client, self._ringing, self.keys.ringing, self.keys)
         except REDIS_ERRORS as exc:
             raise StorageUnavailable("redis", str(exc)) from exc
         return summaries(replies)
@@ -154,15 +158,16 @@ class LiveCalls:
         action: str,
         now_ms: int,
     ) -> list[str]:
-        """Run claim_call.lua or hold_claim.lua, which take the same keys and arguments."""
-        data = {
+        """Run claim_call.lua or hold_claim.lua, which take the same keys and argument."""
+        claim = {
             "call_control_id": call_control_id,
             "agent": {"id": agent_id, "name": agent_name},
             "action": action,
+            "now_ms": str(now_ms),
+            "stream_maxlen": self.stream_maxlen,
         }
-        args = [agent_id, agent_name, action, now_ms, json.dumps(data), self.stream_maxlen]
         try:
-            reply = script(keys=self._claim_keys(call_control_id), args=[*args, call_control_id])
+            reply = script(keys=self._claim_keys(call_control_id), args=[json.dumps(claim)])
         except REDIS_ERRORS as exc:
             raise StorageUnavailable("redis", str(exc)) from exc
         return [text(item) for item in reply]
@@ -190,24 +195,28 @@ class LiveCalls:
         return [text(member) for member in members]
 
     def claimed_before(self, before_ms: int, limit: int = 50) -> list[tuple[str, str]]:
-        """(call_control_id, claimer) of claims taken before `before_ms` that are still open."""
+        """(call_control_id, claimer) of claims taken before `before_ms` that are still open.
+
+        Members whose call moved on leave the claimed set in the same step that reads them, so
+        a call claimed afresh meanwhile (a newer score) stays in it.
+        """
         try:
-            members = self.client.zrange(
-                self.keys.claimed, "-inf", before_ms, byscore=True, offset=0, num=limit
+            members = [
+                text(member)
+                for member in self.client.zrange(
+                    self.keys.claimed, "-inf", before_ms, byscore=True, offset=0, num=limit
+                )
+            ]
+            if not members:
+                return []
+            reply = self._stale_claims(
+                keys=[self.keys.claimed, *(self.keys.call(member) for member in members)],
+                args=[before_ms, *members],
             )
-            with self.client.pipeline(transaction=False) as pipe:
-                for member in members:
-                    pipe.hmget(self.keys.call(text(member)), "status", "claimed_by_id")
-                states = pipe.execute()
         except REDIS_ERRORS as exc:
             raise StorageUnavailable("redis", str(exc)) from exc
-        stale = []
-        for member, (status, claimer) in zip(members, states, strict=True):
-            if text(status) == ANSWERING and claimer:
-                stale.append((text(member), text(claimer)))
-            else:
-                self.client.zrem(self.keys.claimed, member)
-        return stale
+        flat = [text(item) for item in reply]
+        return list(zip(flat[::2], flat[1::2], strict=True))
 
     def _claim_keys(self, call_control_id: str) -> list[str]:
         return [
@@ -272,7 +281,7 @@ def get_live() -> LiveCalls:
     return current_app.extensions["live"]
 
 
-def init_app(app: Flask, client: redis.Redis | None = None) -> None:
+def init_app(app: Flask, client: RedisClient | None = None) -> None:
     """Create the Redis client once for this app (tests may pass their own)."""
     client = client or create_redis(app.config["REDIS_URL"], app.config["REDIS_POOL_SIZE"])
     app.extensions["live"] = LiveCalls(

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-import redis
 from flask import Flask, current_app
 
 from . import metrics
@@ -27,7 +26,7 @@ from .errors import StorageUnavailable
 from .event_stream import parse_stream_id
 from .live_calls import LiveCalls
 from .rate_limits import RateLimited
-from .redis_store import REDIS_ERRORS, lua_script
+from .redis_store import REDIS_ERRORS, RedisClient, create_blocking_reader, lua_script, text
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +73,15 @@ STREAM_REPLACED = Message.build(
 )
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _message(entry) -> Message:
     stream_id, fields = entry
-    fields = {_text(k): _text(v) for k, v in fields.items()}
-    return Message.build(_text(stream_id), fields.get("event", "message"), fields.get("data", "{}"))
+    fields = {text(k): text(v) for k, v in fields.items()}
+    return Message.build(text(stream_id), fields.get("event", "message"), fields.get("data", "{}"))
 
 
 def _revocation(entry) -> tuple[str, str | None] | None:
     """(agent id, session id or None for all of them) from a `session.revoked` entry."""
-    fields = {_text(k): _text(v) for k, v in entry[1].items()}
+    fields = {text(k): text(v) for k, v in entry[1].items()}
     if fields.get("event") != SESSION_REVOKED:
         return None
     try:
@@ -158,7 +153,7 @@ class PushHub:
         # Set once this worker drains: every page, open or still to come, ends with it.
         self._farewell: bytes | None = None
         # A connection of its own: a blocking XREAD must not hold one the requests need.
-        self._client: redis.Redis | None = None
+        self._client: RedisClient | None = None
 
     def subscribe(self, agent_id: str | None = None, session_id: str | None = None) -> Subscriber:
         """Register a page; the reader then hands it every entry it reads from now on."""
@@ -219,13 +214,7 @@ class PushHub:
             self._pid = os.getpid()
             self._subscribers = set()
             self._ready.clear()
-            shared = self.live.client.connection_pool
-            pool = redis.ConnectionPool(
-                connection_class=shared.connection_class,
-                max_connections=1,
-                **{**shared.connection_kwargs, "socket_timeout": None},
-            )
-            self._client = redis.Redis(connection_pool=pool)
+            self._client = None
             self._thread = threading.Thread(target=self._run, name="push-reader", daemon=True)
             self._thread.start()
         # Subscribers start only once the reader knows where it starts (see event_stream).
@@ -235,9 +224,12 @@ class PushHub:
         backoff = 0.1
         while not self._stopping.is_set():
             try:
+                if self._client is None:
+                    # Made here, where a failure is retried: a cluster client connects at once.
+                    self._client = create_blocking_reader(self.live.client)
                 if not self._ready.is_set():
                     newest = self._client.xrevrange(self.live.keys.events, count=1)
-                    self._last_id = _text(newest[0][0]) if newest else "0-0"
+                    self._last_id = text(newest[0][0]) if newest else "0-0"
                     self._ready.set()
                 # A batch fans out without yielding, so it must fit in a page's queue with room
                 # to spare; pages that keep up drain it while the next XREAD waits.
@@ -254,17 +246,21 @@ class PushHub:
                 backoff = min(backoff * 2, 5.0)
                 continue
             if not reply:
-                self._notice_replaced_stream()
-            for _, entries in reply or ():
+                self._notice_replaced_stream(self._client)
+                continue
+            if isinstance(reply, dict):
+                # redis-py's type allows RESP3's shape; only RESP2's is read here.
+                raise TypeError("push reader: XREAD replied in RESP3 form; use RESP2 (protocol=2)")
+            for _, entries in reply:
                 for entry in entries:
-                    self._last_id = _text(entry[0])
+                    self._last_id = text(entry[0])
                     revoked = _revocation(entry)
                     if revoked is not None:
                         self.end_sessions(*revoked)
                         continue
                     self._fan_out(_message(entry))
 
-    def _notice_replaced_stream(self) -> None:
+    def _notice_replaced_stream(self, client: RedisClient) -> None:
         """After a quiet XREAD: if the stream's newest id is older than the last one read, Redis
         lost the stream and the new one's ids started lower (a failover to a server whose clock
         is behind, say). Reading on from `_last_id` would skip every new entry, so read from the
@@ -274,12 +270,12 @@ class PushHub:
         time-based ids normally follow the old ones.
         """
         try:
-            newest = self._client.xrevrange(self.live.keys.events, count=1)
+            newest = client.xrevrange(self.live.keys.events, count=1)
         except REDIS_ERRORS:
             return  # the next XREAD reports it
         if not newest:
             return
-        newest_id = _text(newest[0][0])
+        newest_id = text(newest[0][0])
         if (parse_stream_id(newest_id) or (0, 0)) >= (parse_stream_id(self._last_id) or (0, 0)):
             return
         log.warning(
@@ -383,9 +379,13 @@ class StreamSlots:
 class StreamGuard(Protocol):
     """Whose stream this is, and whether their session is still good (auth.StreamGuard)."""
 
-    agent_id: str
-    session_id: str | None
-    still_valid: Callable[[], bool]
+    # Read-only, so that frozen dataclasses (auth.StreamGuard, StreamOwner) match.
+    @property
+    def agent_id(self) -> str: ...
+    @property
+    def session_id(self) -> str | None: ...
+    @property
+    def still_valid(self) -> Callable[[], bool]: ...
 
 
 @dataclass(frozen=True)
@@ -452,6 +452,7 @@ def event_stream(
             frame, start = _snapshot(hub)
             yield frame
         else:
+            assert last_event_id is not None  # resume was parsed from it
             start = last_event_id
         # Catch up from the stream itself; the live queue already holds what comes after, and
         # anything in both is skipped by id, so the seam has no gap and no repeat.
@@ -469,13 +470,13 @@ def event_stream(
             now = time.monotonic()
             if now >= deadline:
                 return  # the page reconnects, perhaps to another worker, and resumes
-            if now >= next_check:
+            if guard is not None and now >= next_check:  # without one, next_check is inf
                 next_check = now + check_every
                 if not _still_valid(guard):
                     # The announcement was missed (a Redis flush, say): end it the same way.
                     yield _retry_hint(DRAIN_RETRY_MS)
                     return
-            if now >= next_renew:
+            if slot is not None and now >= next_renew:  # without one, next_renew is inf
                 next_renew = now + slot.renew_seconds
                 slot.renew()
             if now >= next_ping:

@@ -1,5 +1,6 @@
-"""Redis, as every part of the service uses it: the client, the errors that mean "Redis is
-unreachable", the key templates under one prefix, and the package's Lua scripts."""
+"""Redis, as every part of the service uses it: the client (one server, or a Redis Cluster), the
+errors that mean "Redis is unreachable", the key templates under one prefix, and the package's Lua
+scripts."""
 
 from __future__ import annotations
 
@@ -9,10 +10,18 @@ from typing import Any
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ClusterError, RedisClusterException
 from redis.retry import Retry
 
-# What a lost or slow connection raises; each caller turns it into StorageUnavailable (503).
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+# Either client: every use goes through commands both have (scripts, MULTI on one slot, XREAD).
+RedisClient = redis.Redis | redis.RedisCluster
+
+# What a lost or slow connection raises, or a cluster that cannot serve (no node reachable, a
+# slot without a master during a failover); each caller turns it into StorageUnavailable (503).
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, ClusterError, RedisClusterException)
+
+# REDIS_URL schemes that select redis-py's RedisCluster, and the scheme each stands for.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 # Lifetimes: nothing in Redis grows without bound.
 ACTIVE_CALL_TTL_SECONDS = 12 * 3600  # longer than any call Telnyx lets run (time_limit is 4 h)
@@ -29,13 +38,36 @@ def lua_script(name: str) -> str:
     return resources.files(__package__).joinpath("lua", name).read_text()
 
 
-def create_redis(url: str, pool_size: int) -> redis.Redis:
-    """A client over a blocking pool: callers wait for a connection instead of failing at 100."""
+def is_cluster_url(url: str) -> bool:
+    """True when REDIS_URL names a Redis Cluster (redis+cluster:// or rediss+cluster://)."""
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+
+def _retry() -> Retry:
     # Retry a dropped connection briefly, but answer well inside Telnyx's webhook timeout.
-    retry = Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=2)
+    return Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=2)
+
+
+def create_redis(url: str, pool_size: int) -> RedisClient:
+    """A client over blocking pools: callers wait for a connection instead of failing at 100.
+
+    A cluster URL names any one node; the client finds the others and follows slot moves. It
+    gets the same timeouts, with a blocking pool of `pool_size` per node.
+    """
+    if is_cluster_url(url):
+        scheme, rest = url.split("://", 1)
+        return redis.RedisCluster.from_url(
+            f"{CLUSTER_SCHEMES[scheme.lower()]}://{rest}",
+            retry=_retry(),
+            connection_pool_class=redis.BlockingConnectionPool,
+            max_connections=pool_size,
+            timeout=5,
+            socket_connect_timeout=3,
+            socket_timeout=5,
+        )
     pool = redis.BlockingConnectionPool.from_url(
         url,
-        retry=retry,
+        retry=_retry(),
         max_connections=pool_size,
         timeout=5,
         socket_connect_timeout=3,
@@ -45,9 +77,75 @@ def create_redis(url: str, pool_size: int) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
+# Settings of the shared client's pools that a blocking reader must not inherit.
+_POOL_ONLY = ("max_connections", "timeout", "socket_timeout", "redis_connect_func")
+
+
+def create_blocking_reader(client: RedisClient) -> RedisClient:
+    """A client of its own, like `client`, for one thread's blocking reads (XREAD BLOCK): it
+    must not hold a connection the requests need, and waits without a socket timeout."""
+    if isinstance(client, redis.RedisCluster):
+        manager = client.nodes_manager
+        options = {
+            name: value
+            for name, value in manager.connection_kwargs.items()
+            if name not in _POOL_ONLY and not name.startswith("oss_cluster_maint")
+        }
+        # Any node will do to find the rest; TLS and credentials are in the options.
+        node = client.get_default_node() or next(iter(manager.startup_nodes.values()))
+        return redis.RedisCluster(
+            url=f"redis://{node.host}:{node.port}",
+            retry=_retry(),
+            socket_timeout=None,
+            **options,
+        )
+    shared = client.connection_pool
+    pool = redis.ConnectionPool(
+        connection_class=shared.connection_class,
+        max_connections=1,
+        **{**shared.connection_kwargs, "socket_timeout": None},
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+# How often a script over a set's members is run again when the set changed under it, before
+# the caller gets a 503 (the page or Telnyx then retries).
+MEMBER_READS = 5
+
+
+def run_over_members(
+    client: RedisClient,
+    script: Any,
+    set_key: str,
+    keys: RedisKeys,
+    extra_keys: tuple[str, ...] = (),
+) -> list[Any]:
+    """Run a script over every member of a sorted set of calls, with each call's hash in KEYS.
+
+    A script may touch only the keys it is given, so the members are read first; the script
+    answers {'retry', members now} when the set changed since, and runs again with those.
+    Returns the rest of the script's reply after its leading word.
+    """
+    members = [text(member) for member in client.zrange(set_key, 0, -1)]
+    for _ in range(MEMBER_READS):
+        reply = script(
+            keys=[set_key, *extra_keys, *(keys.call(member) for member in members)],
+            args=members,
+        )
+        if text(reply[0]) != "retry":
+            return reply[1:]
+        members = [text(member) for member in reply[1]]
+    # Calls came and went faster than the set could be read: as if Redis were slow.
+    raise redis.TimeoutError(f"{set_key} kept changing while it was read")
+
+
 @dataclass(frozen=True)
 class RedisKeys:
-    """Key templates under a namespace prefix (use a hash tag like `{tf}:` on Redis Cluster)."""
+    """Key templates under a namespace prefix.
+
+    The prefix carries a hash tag (`{telnyx-flask}:`), so every key lands in one slot of a Redis
+    Cluster and a script may touch any of them; each script still gets every key in KEYS.
+    """
 
     prefix: str
 

@@ -34,6 +34,13 @@ def test_production_defaults():
     assert config["RECORD_CALLS"] is True
     assert config["RING_TIMEOUT_SECONDS"] == 30
     assert config["REDIS_URL"] == "redis://127.0.0.1:6379/0"
+    assert config["REDIS_PREFIX"] == "{telnyx-flask}:"
+
+
+@pytest.mark.parametrize("url", ["redis+cluster://10.0.0.5:6379", "rediss+cluster://h:6380/0"])
+def test_cluster_url_is_accepted_with_the_default_hash_tag(url):
+    config = config_from_environment({**PRODUCTION, "REDIS_URL": url})
+    assert (config["REDIS_URL"], config["REDIS_PREFIX"]) == (url, "{telnyx-flask}:")
 
 
 def test_seed_db_parts_build_the_database_url():
@@ -71,7 +78,17 @@ def test_database_url_wins_over_db_parts():
         ({"RING_TIMEOUT_SECONDS": "soon"}, "RING_TIMEOUT_SECONDS must be a whole number"),
         ({"RING_TIMEOUT_SECONDS": "0"}, "RING_TIMEOUT_SECONDS must be between"),
         ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL must be a postgres/postgresql URL"),
-        ({"REDIS_URL": "http://x"}, "REDIS_URL must be a redis/rediss/unix URL"),
+        ({"REDIS_URL": "http://x"}, "REDIS_URL must be a redis/rediss/unix/redis"),
+        (
+            {"REDIS_URL": "redis+cluster://10.0.0.5:6379", "REDIS_PREFIX": "tf:"},
+            "REDIS_PREFIX must contain a hash tag",
+        ),
+        (
+            {"REDIS_URL": "redis+cluster://10.0.0.5:6379", "REDIS_PREFIX": "{}:tf:"},
+            "REDIS_PREFIX must contain a hash tag",
+        ),
+        ({"REDIS_URL": "redis+cluster://10.0.0.5:6379/2"}, "a Redis Cluster has only database 0"),
+        ({"REDIS_URL": "redis://127.0.0.1:6379/0?protocol=3"}, "only protocol=2 \\(RESP2\\)"),
         ({"TELNYX_API_BASE": "ftp://x"}, "TELNYX_API_BASE must be a http/https URL"),
         ({"RECORD_CALLS": "sometimes"}, "RECORD_CALLS must be true or false"),
         ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL must be one of"),
