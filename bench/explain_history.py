@@ -26,14 +26,8 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from telnyx_flask.history import (
-    FIND_SQL,
-    Cursor,
-    HistoryQuery,
-    find_params,
-    list_sql,
-    normalise_phone,
-)
+from telnyx_flask.history import FIND_SQL, Cursor, HistoryQuery, find_params, list_sql
+from telnyx_flask.phone_numbers import normalise_phone
 
 # The repository root, for the tests' throwaway database helper (bench/ is run as scripts).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

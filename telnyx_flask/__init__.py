@@ -74,7 +74,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         users,
         webhook_intake,
     )
-    from .simulator.cli import sim_cli
 
     if app.config["TRUSTED_PROXY_COUNT"]:
         # Behind nginx: take the client address and scheme from the proxy's headers.
@@ -96,7 +95,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     users.init_app(app)
     prospects.init_app(app)
-    app.cli.add_command(sim_cli)
     app.register_blueprint(webhook_intake.bp)
     app.register_blueprint(agent_api.bp)
     app.register_blueprint(history.bp)

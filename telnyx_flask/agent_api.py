@@ -14,6 +14,7 @@ from .live_calls import get_live
 from .push import StreamSettings, event_stream, get_hub, get_stream_slots
 from .rate_limits import agent_actions_limit, check_rate
 from .request_body import json_object
+from .telnyx_api import get_telnyx
 
 bp = Blueprint("agent_api", __name__)
 
@@ -72,7 +73,7 @@ def answer(call_control_id: str):
     result = answer_call(
         get_db(),
         get_live(),
-        current_app.extensions["telnyx"],
+        get_telnyx(),
         agent,
         _call_control_id(call_control_id),
         sip_uri,
@@ -92,7 +93,7 @@ def decline(call_control_id: str):
     result = decline_call(
         get_db(),
         get_live(),
-        current_app.extensions["telnyx"],
+        get_telnyx(),
         current_agent(),
         _call_control_id(call_control_id),
         cause,
@@ -109,7 +110,7 @@ def end(call_control_id: str):
     result = end_call(
         get_db(),
         get_live(),
-        current_app.extensions["telnyx"],
+        get_telnyx(),
         current_agent(),
         _call_control_id(call_control_id),
         current_app.config["TELNYX_ACTION_DEADLINE_SECONDS"],

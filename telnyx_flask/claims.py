@@ -238,6 +238,33 @@ def _check_breaker(telnyx: TelnyxClient) -> None:
 AGENT_CALL_HEADER = "X-Call-Control-Id"
 
 
+def _first_command(
+    db: Database,
+    live: LiveCalls,
+    agent: Agent,
+    call_control_id: str,
+    done: str,
+    send: Callable[[], Any],
+) -> None:
+    """Send the first command of a fresh claim. Refused, or Telnyx known to be down: the claim
+    is given back and the call rings again. No answer in time: Telnyx may have acted, so the
+    agent keeps the claim (504; a retry sends the same command_id). 90018: the caller is gone,
+    and the call ends."""
+    try:
+        send()
+    except TelnyxUnavailable:
+        give_back(live, call_control_id, agent, "telnyx unavailable")
+        raise
+    except TelnyxError as error:
+        if error.call_already_ended:
+            end_gone_call(db, live, call_control_id, cause=GONE_CAUSE, source="caller")
+            raise CallNotFound(f"the caller hung up before the call was {done}") from error
+        if error.outcome_unknown:
+            raise TelnyxTimeout(error) from error
+        give_back(live, call_control_id, agent, f"{error.action} failed")
+        raise TelnyxRefused(error) from error
+
+
 def answer_call(
     db: Database,
     live: LiveCalls,
@@ -260,20 +287,15 @@ def answer_call(
     _check_breaker(telnyx)
     held = _take(live, call_control_id, agent, "answer")
     if held != ANSWERED:
-        try:
-            # Telnyx requires an incoming call to be answered before it can be transferred.
-            telnyx.answer(call_control_id, deadline=deadline)
-        except TelnyxUnavailable:
-            give_back(live, call_control_id, agent, "telnyx unavailable")
-            raise
-        except TelnyxError as error:
-            if error.call_already_ended:
-                end_gone_call(db, live, call_control_id, cause=GONE_CAUSE, source="caller")
-                raise CallNotFound("the caller hung up before the call was answered") from error
-            if error.outcome_unknown:
-                raise TelnyxTimeout(error) from error
-            give_back(live, call_control_id, agent, "answer failed")
-            raise TelnyxRefused(error) from error
+        # Telnyx requires an incoming call to be answered before it can be transferred.
+        _first_command(
+            db,
+            live,
+            agent,
+            call_control_id,
+            "answered",
+            lambda: telnyx.answer(call_control_id, deadline=deadline),
+        )
     # The fence: the claim must still be this agent's before the caller is put through.
     _hold(live, call_control_id, agent, "answer")
     try:
@@ -310,19 +332,14 @@ def decline_call(
     deadline = time.monotonic() + deadline_seconds
     _check_breaker(telnyx)
     _take(live, call_control_id, agent, "decline")
-    try:
-        telnyx.reject(call_control_id, cause, deadline=deadline)
-    except TelnyxUnavailable:
-        give_back(live, call_control_id, agent, "telnyx unavailable")
-        raise
-    except TelnyxError as error:
-        if error.call_already_ended:
-            end_gone_call(db, live, call_control_id, cause=GONE_CAUSE, source="caller")
-            raise CallNotFound("the caller hung up before the call was declined") from error
-        if error.outcome_unknown:
-            raise TelnyxTimeout(error) from error
-        give_back(live, call_control_id, agent, "reject failed")
-        raise TelnyxRefused(error) from error
+    _first_command(
+        db,
+        live,
+        agent,
+        call_control_id,
+        "declined",
+        lambda: telnyx.reject(call_control_id, cause, deadline=deadline),
+    )
     name_agent_on_record(db, live, call_control_id, "decline", agent)
     return {"call_control_id": call_control_id, "cause": cause}
 

@@ -12,6 +12,7 @@ import binascii
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from flask import Blueprint, jsonify, request
 from .auth import agent_required
 from .db import get_db
 from .errors import ApiError, CallNotFound
-from .prospects import E164, to_e164
+from .phone_numbers import normalise_phone
 
 bp = Blueprint("history", __name__)
 
@@ -31,9 +32,7 @@ OUTCOMES = ("answered", "missed", "abandoned", "declined")
 DIRECTIONS = ("inbound", "outbound")
 PARAMETERS = ("limit", "before", "outcome", "direction", "agent", "phone", "since", "until")
 MAX_CURSOR_LENGTH = 200
-MAX_PHONE_LENGTH = 32
 MAX_CALL_ID_LENGTH = 256
-PHONE_CHARACTERS = re.compile(r"[0-9+().\-\s]+")
 LIMIT = re.compile(r"[0-9]{1,3}")
 # No time zone is further from UTC than Kiribati's +14:00; PostgreSQL refuses 16 h or more.
 MAX_UTC_OFFSET = timedelta(hours=14)
@@ -152,23 +151,6 @@ def _agent(value: str) -> str:
         raise InvalidParameter("agent", "agent must be an agent's id (a uuid)") from None
 
 
-def normalise_phone(value: str) -> str:
-    """The E.164 form of a phone filter: what to_e164 makes of it, else + and its digits.
-
-    An unencoded + in a query string arrives as a space, so "+44..." comes in as " 44...": taking
-    the digits as already carrying their country code finds the number all the same.
-    """
-    if len(value) > MAX_PHONE_LENGTH or not PHONE_CHARACTERS.fullmatch(value):
-        raise ValueError("not a phone number")
-    try:
-        return to_e164(value)
-    except ValueError:
-        candidate = "+" + re.sub(r"\D", "", value)
-    if not E164.match(candidate):
-        raise ValueError("not a phone number")
-    return candidate
-
-
 def _phone(value: str) -> str:
     try:
         return normalise_phone(value)
@@ -195,7 +177,7 @@ def parse_query(args: Any) -> HistoryQuery:
         if len(given) > 1:
             raise InvalidParameter(name, f"{name} is given more than once")
         values[name] = given[0]
-    checks = {
+    checks: dict[str, Callable[[str], Any]] = {
         "limit": _limit,
         "before": _before,
         "outcome": lambda v: _one_of("outcome", v, OUTCOMES),

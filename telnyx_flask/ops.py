@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
 from .db import get_db
 from .errors import StorageUnavailable
@@ -12,6 +12,7 @@ from .lifecycle import get_draining
 from .live_calls import get_live
 from .live_rebuild import ensure_live_state
 from .redis_store import REDIS_ERRORS
+from .telnyx_api import get_telnyx
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def readyz():
         except StorageUnavailable as exc:
             log.warning("readiness: could not rebuild live state: %s", exc)
             checks[exc.dependency] = "unavailable"
-    telnyx = current_app.extensions["telnyx"]
+    telnyx = get_telnyx()
     if telnyx is not None and telnyx.breaker is not None and checks["redis"] == "ok":
         detail["telnyx_circuit"] = telnyx.breaker.state()
     ready = all(value == "ok" for value in checks.values())

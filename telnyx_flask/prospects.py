@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,31 +12,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from .db import get_db
-
-E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
-
-
-def to_e164(raw: str) -> str:
-    """Normalise a phone number to E.164; ValueError if it cannot be.
-
-    Punctuation and spaces are dropped; a leading 00 becomes +; ten digits with no country code
-    are taken as North American (+1), as the seed's numbers are.
-    """
-    text = raw.strip()
-    digits = re.sub(r"[^0-9]", "", text)
-    if text.startswith("+"):
-        candidate = f"+{digits}"
-    elif text.startswith("00"):
-        candidate = f"+{digits[2:]}"
-    elif len(digits) == 10:
-        candidate = f"+1{digits}"
-    elif len(digits) == 11 and digits.startswith("1"):
-        candidate = f"+{digits}"
-    else:
-        raise ValueError(f"cannot read {raw!r} as a phone number with a country code")
-    if not E164.match(candidate):
-        raise ValueError(f"{raw!r} is not a valid E.164 number")
-    return candidate
+from .phone_numbers import to_e164
 
 
 @dataclass

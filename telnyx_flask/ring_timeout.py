@@ -22,7 +22,6 @@ class RingTimeout:
 
 
 RING_TIMEOUT = RingTimeout()
-TIMEOUT_AGENT_ID = RING_TIMEOUT.id
 REJECT_CAUSE = "USER_BUSY"
 
 

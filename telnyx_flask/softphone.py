@@ -13,11 +13,10 @@ from .auth import agent_required, current_agent
 from .claims import AGENT_CALL_HEADER, TelnyxRefused, require_telnyx, sip_uri_for
 from .db import get_db
 from .errors import ApiError
-from .history import MAX_PHONE_LENGTH
-from .prospects import to_e164
+from .phone_numbers import MAX_PHONE_LENGTH, to_e164
 from .rate_limits import check_rate, webrtc_tokens_limit
 from .request_body import json_object
-from .telnyx_api import TelnyxError
+from .telnyx_api import TelnyxError, get_telnyx
 from .users import Agent
 
 bp = Blueprint("softphone", __name__)
@@ -172,7 +171,7 @@ def webrtc_token():
         raise NotConfigured(
             webrtc.reason or "no telephony credential", code="webrtc_not_configured"
         )
-    telnyx = require_telnyx(current_app.extensions["telnyx"])
+    telnyx = require_telnyx(get_telnyx())
     try:
         token = telnyx.webrtc_token(webrtc.credential_id)
     except TelnyxError as error:

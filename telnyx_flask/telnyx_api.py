@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from flask import Flask
+from flask import Flask, current_app
 from requests.exceptions import ChunkedEncodingError
 
 from . import metrics
@@ -571,6 +571,12 @@ class TelnyxClient:
             return {}
         data = payload.get("data") if isinstance(payload, dict) else None
         return data if isinstance(data, dict) else {}
+
+
+def get_telnyx() -> TelnyxClient | None:
+    """The application's Telnyx client; None when TELNYX_API_KEY is not set."""
+    client: TelnyxClient | None = current_app.extensions["telnyx"]
+    return client
 
 
 def init_app(app: Flask) -> None:

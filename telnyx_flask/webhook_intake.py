@@ -20,6 +20,7 @@ from .db import Database, get_db
 from .errors import ApiError, PayloadTooLarge, StorageUnavailable
 from .live_calls import LiveCalls, get_live
 from .outbox import Outbox, get_outbox
+from .telnyx_api import get_telnyx
 from .webhook_events import WebhookEvent, parse_webhook
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def receive_webhook():
             verifier.verify(request.headers, body)
         event = parse_webhook(body)
         event_type = event.event_type
-        record_calls = current_app.config["RECORD_CALLS"] and current_app.extensions["telnyx"]
+        record_calls = current_app.config["RECORD_CALLS"] and get_telnyx()
         applied = apply_event(
             get_db(), get_live(), get_outbox(), event, body, record_calls=bool(record_calls)
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from telnyx_flask.prospects import to_e164
+from telnyx_flask.phone_numbers import to_e164
 
 from .helpers import abandoned_call_events
 

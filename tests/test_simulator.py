@@ -34,7 +34,7 @@ from telnyx_flask.signature import WebhookVerifier
 from telnyx_flask.simulator import EXTENSION, create_simulator_app
 from telnyx_flask.simulator.audio import MP3_FRAME_BYTES
 from telnyx_flask.simulator.cli import sim_cli
-from telnyx_flask.simulator.keys import public_key_base64
+from telnyx_flask.simulator.signing_key import public_key_base64
 from telnyx_flask.telnyx_api import TelnyxClient, TelnyxError
 
 from .helpers import load_fixture
@@ -1263,3 +1263,30 @@ def test_bad_hangup_requests_are_400_and_change_nothing(sim, body):
 
     assert response.status_code == 400
     assert call_status(sim.status(ids["call_control_id"]))["is_alive"] is True
+
+
+def test_flask_sim_is_a_plugin_command_and_the_app_does_not_import_the_simulator(tmp_path):
+    # The `flask.commands` entry point (setup.cfg) registers it; create_app never loads it.
+    flask = Path(sys.executable).parent / "flask"
+    shown = subprocess.run(
+        [str(flask), "--app", "telnyx_flask", "sim", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "APP_ENV": "development"},
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "call" in shown.stdout and "serve" in shown.stdout
+
+    probe = (
+        "import sys\n"
+        "from telnyx_flask import create_app\n"
+        "create_app({'APP_ENV': 'development', 'TESTING': True})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('telnyx_flask.simulator')))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "[]"

@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, current_app, has_request_context, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from .api_faults import Delays, Refusals
-from .calls import DEDUP_SECONDS, DEFAULT_CONNECTION_ID, CallControl
+from .call_control import DEDUP_SECONDS, DEFAULT_CONNECTION_ID, CallControl
 from .delivery import Delivery
 from .errors import BAD_REQUEST, RESOURCE_NOT_FOUND, UNEXPECTED_ERROR, TelnyxApiError
-from .keys import SEED_BYTES, public_key_base64, seed_from_base64
+from .signing_key import SEED_BYTES, public_key_base64, seed_from_base64
 
 EXTENSION = "telnyx_simulator"
 
@@ -111,6 +112,7 @@ def create_simulator_app(settings: dict | None = None) -> Flask:
         dedup_seconds=float(options["dedup_seconds"]),
     )
     app = Flask(__name__)
+    assert isinstance(app.json, DefaultJSONProvider)  # Flask's own; nothing replaces it
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     app.extensions[EXTENSION] = Simulator(

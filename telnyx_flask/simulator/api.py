@@ -18,7 +18,7 @@ from nacl.signing import SigningKey
 
 from . import Simulator, get_simulator
 from .api_faults import ResetWhileWaiting
-from .calls import STATUS_LOOKUP
+from .call_control import STATUS_LOOKUP
 from .errors import AUTHENTICATION_FAILED, BAD_REQUEST, INVALID_JSON, TelnyxApiError
 
 bp = Blueprint("telnyx_api", __name__, url_prefix="/v2")

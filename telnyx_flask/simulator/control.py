@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify, request
 
 from . import audio, get_simulator
-from .calls import ACTIONS, E164, STATUS_LOOKUP, TRANSFER_MODES, CallStateError
+from .call_control import ACTIONS, E164, STATUS_LOOKUP, TRANSFER_MODES, CallStateError
 from .delivery import Delivery
 from .errors import BAD_REQUEST, ErrorCode, TelnyxApiError
 
@@ -65,8 +65,10 @@ def start_call():
         value = body.get(name)
         if not isinstance(value, str) or not E164.match(value):
             abort(400, description=f"'{name}' must be an E.164 number like +13125550147")
-    name = body.get("caller_name")
-    if name is not None and (not isinstance(name, str) or len(name) > MAX_CALLER_NAME):
+    caller_name = body.get("caller_name")
+    if caller_name is not None and (
+        not isinstance(caller_name, str) or len(caller_name) > MAX_CALLER_NAME
+    ):
         abort(400, description=f"'caller_name' must be a string of at most {MAX_CALLER_NAME}")
     mode = body.get("transfer_behaviour")
     if mode is not None and mode not in TRANSFER_MODES:
@@ -78,7 +80,7 @@ def start_call():
         except ValueError as error:
             abort(400, description=str(error))
     ids = get_simulator().calls.start_call(
-        body["from"], body["to"], name, transfer_mode=mode, delivery=delivery
+        body["from"], body["to"], caller_name, transfer_mode=mode, delivery=delivery
     )
     return jsonify(ids), 201
 
@@ -123,8 +125,11 @@ def transfer_behaviour():
     """What the agent's phone does when a transfer rings it: answer, busy or no-answer."""
     calls = get_simulator().calls
     if request.method == "POST":
+        mode = _json_object().get("mode")
+        if not isinstance(mode, str):  # the answer set_transfer_mode gives any unknown mode
+            abort(400, description=f"mode must be one of {', '.join(TRANSFER_MODES)}")
         try:
-            calls.set_transfer_mode(_json_object().get("mode"))
+            calls.set_transfer_mode(mode)
         except ValueError as error:
             abort(400, description=str(error))
     return jsonify({"mode": calls.transfer_mode})

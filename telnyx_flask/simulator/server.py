@@ -11,7 +11,7 @@ from typing import Any
 from werkzeug.serving import make_server
 
 from . import EXTENSION, create_simulator_app
-from .keys import load_or_create_seed, seed_from_base64
+from .signing_key import load_or_create_seed, seed_from_base64
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8710

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from . import events
+from . import webhook_bodies
 from .errors import (
     CALL_ALREADY_ENDED,
     CALL_NOT_ANSWERED,
@@ -81,8 +81,8 @@ class Recording:
             "id": self.id,
             "format": self.format,
             "channels": self.channels,
-            "started_at": events.timestamp(self.started_at),
-            "ended_at": events.timestamp(self.ended_at) if self.ended_at else None,
+            "started_at": webhook_bodies.timestamp(self.started_at),
+            "ended_at": webhook_bodies.timestamp(self.ended_at) if self.ended_at else None,
             "urls": urls,
         }
 
@@ -133,15 +133,15 @@ class Leg:
             "client_state": self.client_state,
             "is_alive": not self.ended,
             "call_duration": duration,
-            "start_time": events.timestamp(self.start_time),
-            "end_time": events.timestamp(self.end_time) if self.end_time else None,
+            "start_time": webhook_bodies.timestamp(self.start_time),
+            "end_time": webhook_bodies.timestamp(self.end_time) if self.end_time else None,
         }
 
     def snapshot(self, recording_urls: Callable[[str], dict[str, str]]) -> dict[str, Any]:
         """The leg as GET /sim/calls shows it."""
 
         def stamp(moment: datetime | None) -> str | None:
-            return events.timestamp(moment) if moment else None
+            return webhook_bodies.timestamp(moment) if moment else None
 
         return {
             "call_control_id": self.call_control_id,
@@ -328,7 +328,7 @@ class CallControl:
             )
             self._add(leg)
             self._sink.open_session(leg.call_session_id, delivery)
-            self._emit(events.initiated(leg, now), leg)
+            self._emit(webhook_bodies.initiated(leg, now), leg)
             return {
                 "call_control_id": leg.call_control_id,
                 "call_leg_id": leg.call_leg_id,
@@ -414,7 +414,7 @@ class CallControl:
                     "status": status,
                     "error_code": error_code,
                     "is_alive": is_alive,
-                    "received_at": events.timestamp(datetime.now(UTC)),
+                    "received_at": webhook_bodies.timestamp(datetime.now(UTC)),
                 }
             )
             self._lock.notify_all()
@@ -439,7 +439,7 @@ class CallControl:
                     "status": status,
                     "error_code": error_code,
                     "duplicate": outcome == "duplicate",
-                    "received_at": events.timestamp(datetime.now(UTC)),
+                    "received_at": webhook_bodies.timestamp(datetime.now(UTC)),
                 }
             )
             self._lock.notify_all()
@@ -458,7 +458,7 @@ class CallControl:
             raise _invalid_state(f"answer needs a ringing incoming call; this leg is {leg.state}")
         leg.state = ANSWERED
         leg.answered_at = self._now()
-        self._emit(events.answered(leg, leg.answered_at), leg)
+        self._emit(webhook_bodies.answered(leg, leg.answered_at), leg)
 
     def _do_transfer(self, leg: Leg, body: dict[str, Any]) -> None:
         if leg.direction != INCOMING:
@@ -481,7 +481,7 @@ class CallControl:
             client_state=body.get("target_leg_client_state"),
         )
         self._add(target)
-        self._emit(events.initiated(target, now), target)
+        self._emit(webhook_bodies.initiated(target, now), target)
         mode = leg.transfer_mode or self.transfer_mode
         if mode in FAILED_TRANSFER:
             # The caller stays on the line, answered, as with real Telnyx.
@@ -491,11 +491,11 @@ class CallControl:
             return
         target.state = BRIDGED
         target.answered_at = self._now()
-        self._emit(events.answered(target, target.answered_at), target)
+        self._emit(webhook_bodies.answered(target, target.answered_at), target)
         leg.state = BRIDGED
         leg.partner, target.partner = target.call_control_id, leg.call_control_id
-        self._emit(events.bridged(leg, self._now()), leg)
-        self._emit(events.bridged(target, self._now()), target)
+        self._emit(webhook_bodies.bridged(leg, self._now()), leg)
+        self._emit(webhook_bodies.bridged(target, self._now()), target)
 
     def _do_reject(self, leg: Leg, body: dict[str, Any]) -> None:
         if leg.direction != INCOMING or leg.state != PARKED:
@@ -544,7 +544,7 @@ class CallControl:
         leg.state = ENDED
         leg.end_time = self._now()
         leg.hangup_cause, leg.hangup_source, leg.sip_hangup_cause = cause, source, sip
-        self._emit(events.hangup(leg, leg.end_time), leg)
+        self._emit(webhook_bodies.hangup(leg, leg.end_time), leg)
 
     def _finish(self, leg: Leg) -> None:
         """After a leg's hangup: its recording is saved; a session with no live legs is over."""
@@ -560,7 +560,8 @@ class CallControl:
         recording.ended_at = leg.end_time or self._now()
         leg.recording = None
         self._emit(
-            events.recording_saved(leg, recording, self._urls(recording.id), self._now()), leg
+            webhook_bodies.recording_saved(leg, recording, self._urls(recording.id), self._now()),
+            leg,
         )
 
     def _add(self, leg: Leg) -> None:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .calls import Leg, Recording
+    from .call_control import Leg, Recording
 
 CALL_INITIATED = "call.initiated"
 CALL_ANSWERED = "call.answered"
