@@ -1,11 +1,16 @@
-"""The OpenAPI document: every route is in it, and the running app keeps to it (schemathesis)."""
+"""The OpenAPI document: it is openapi.yaml as written, valid OpenAPI 3.1, every route is in it,
+and the running app keeps to it (schemathesis)."""
 
 from __future__ import annotations
 
+import copy
+import json
 import re
+from pathlib import Path
 
 import pytest
 import schemathesis
+import yaml
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -14,13 +19,18 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+import telnyx_flask
 from telnyx_flask import create_app
-from telnyx_flask.auth import Agent, issue_token
-from telnyx_flask.openapi import DEVELOPMENT_ONLY_PATHS, DOCUMENT, document_for
+from telnyx_flask.auth import issue_token
+from telnyx_flask.openapi import DEVELOPMENT_ONLY_PATHS, DOCUMENT, document_for, load_document
+from telnyx_flask.users import Agent
 
 from .helpers import app_settings, close_app
 from .servers import Gunicorn
 
+# Read here straight from the source tree, not through the module's loader, so the tests below
+# compare what is served with the file a person edits.
+YAML_FILE = Path(telnyx_flask.__file__).with_name("openapi.yaml")
 # Not part of the API: Flask's static files, whose paths are the page's own business.
 UNDOCUMENTED = {"/static/<path:filename>"}
 # The event stream never ends by design; its own tests (test_push) check it.
@@ -51,6 +61,15 @@ def app_routes(app) -> set[tuple[str, str]]:
     }
 
 
+def nodes(node) -> list[dict]:
+    """Every mapping in a part of the document, itself included."""
+    if isinstance(node, dict):
+        return [node, *(found for value in node.values() for found in nodes(value))]
+    if isinstance(node, list):
+        return [found for value in node for found in nodes(value)]
+    return []
+
+
 @pytest.mark.parametrize("app_env", ["production", "development"])
 def test_every_route_is_documented_with_its_methods(settings, app_env):
     """Production has every documented route but the development-only ones; development all."""
@@ -67,11 +86,63 @@ def test_every_route_is_documented_with_its_methods(settings, app_env):
     )
 
 
-def test_the_document_is_served_without_development_only_paths(client):
-    response = client.get("/api/openapi.json")
+@pytest.mark.parametrize("app_env", ["production", "development"])
+def test_the_served_document_is_openapi_yaml(settings, app_env):
+    """GET /api/openapi.json answers the YAML file as JSON, less the development-only paths in
+    production."""
+    written = yaml.safe_load(YAML_FILE.read_text(encoding="utf-8"))
+    if app_env == "production":
+        written["paths"] = {
+            path: item
+            for path, item in written["paths"].items()
+            if path not in DEVELOPMENT_ONLY_PATHS
+        }
+    app = create_app({**settings, "APP_ENV": app_env})
+    try:
+        response = app.test_client().get("/api/openapi.json")
+    finally:
+        close_app(app)
     assert response.status_code == 200
+    assert response.mimetype == "application/json"
     assert response.json["openapi"] == "3.1.0"
-    assert DEVELOPMENT_ONLY_PATHS.isdisjoint(response.json["paths"])
+    assert response.json == written
+    served_paths = set(response.json["paths"])
+    if app_env == "production":
+        assert DEVELOPMENT_ONLY_PATHS.isdisjoint(served_paths)
+    else:
+        assert served_paths >= DEVELOPMENT_ONLY_PATHS
+
+
+def test_the_document_is_json_as_written():
+    """YAML reads some unquoted scalars as other types (200 as an int, yes as a boolean, a date as
+    a datetime): the document must come back unchanged from JSON, as clients will read it."""
+    # Parsed afresh: schemathesis turns int status codes into strings in the dict it is given.
+    document = load_document()
+    assert json.loads(json.dumps(document)) == document
+    for item in document["paths"].values():
+        for operation in item.values():
+            assert all(isinstance(status, str) for status in operation["responses"])
+    # Round-tripping does not catch an unquoted yes or 1 in a string's enum: it stays a bool or int.
+    for schema in nodes(document):
+        if schema.get("type") == "string" and "enum" in schema:
+            assert all(isinstance(value, str) for value in schema["enum"]), schema
+
+
+def test_the_document_is_valid_openapi_and_every_ref_resolves():
+    schemathesis.openapi.from_dict(copy.deepcopy(DOCUMENT)).validate()
+    refs = [node["$ref"] for node in nodes(DOCUMENT) if "$ref" in node]
+    assert refs, "the document shares its Error schema and agent errors through $ref"
+    for ref in refs:
+        assert ref.startswith("#/"), ref
+        node = DOCUMENT
+        for part in ref[2:].split("/"):
+            assert isinstance(node, dict) and part in node, f"{ref} does not resolve"
+            node = node[part]
+    # Every shared piece is used: a component nothing refers to is probably a typo'd $ref.
+    for section, items in DOCUMENT["components"].items():
+        if section != "securitySchemes":
+            for name in items:
+                assert f"#/components/{section}/{name}" in refs, f"{section}/{name} is unused"
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +154,11 @@ def live(database_url, redis_prefix, fake_telnyx):
 
 
 # Built from the document itself (as production serves it: the server below runs in production),
-# so the test's cases exist at collection time; the requests go to the live server.
-schema = schemathesis.openapi.from_dict(document_for(development=False)).exclude(path=ENDLESS)
+# so the test's cases exist at collection time; the requests go to the live server. A copy, as
+# schemathesis rewrites parts of the dict it is given, and this process serves the original.
+schema = schemathesis.openapi.from_dict(copy.deepcopy(document_for(development=False))).exclude(
+    path=ENDLESS
+)
 
 
 @schema.parametrize()
