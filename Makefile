@@ -1,20 +1,43 @@
-# The two commands: `make run` (the service) and `make test` (the whole suite). `make bench` on demand.
+# The two commands: `make run` (the service) and `make test` (the whole suite). `make bench` and
+# `make lock` (refresh requirements/*.lock after changing setup.cfg's dependencies) on demand.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+LOCKED := $(VENV)/.locked
+# `make run`, `make test` and CI install this; `make bench` the same plus the bench extra.
+LOCK := requirements/test.lock
+BENCH_LOCK := requirements/bench.lock
+UV_COMPILE := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock"
 # The page's one browser dependency (@telnyx/webrtc, pinned in package-lock.json).
 WEBRTC_SDK := node_modules/@telnyx/webrtc/lib/bundle.mjs
 
-.PHONY: run test test-fast lint format bench screenshots clean
+.PHONY: run test test-fast lint format bench screenshots lock clean
 
-$(INSTALLED): setup.cfg pyproject.toml
+# Every Python package comes from the lock, at its exact version, its hash checked; then the
+# project itself, editable (code changes need no reinstall) and built with the locked setuptools.
+$(LOCKED): $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "telnyx-flask needs Python 3.11 or newer (found $$($(PYTHON) --version)); set PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,embedded]' || { echo "pip install failed: see the messages above"; exit 1; }
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK) || { echo "pip install failed: see the messages above"; exit 1; }
 	touch $@
+
+$(INSTALLED): $(LOCKED) setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . || { echo "pip install failed: see the messages above"; exit 1; }
+	@$(BIN)/python -m pip check >/dev/null || { $(BIN)/python -m pip check; \
+		echo "setup.cfg needs packages $(LOCK) lacks: run make lock"; exit 1; }
+	touch $@
+
+# Re-resolve the locks from setup.cfg and requirements/tools.in on PyPI, keeping every pin that
+# still fits; `make lock UPGRADE=1` moves everything to the newest versions allowed. Resolved for
+# any platform and Python >= 3.11, with the hashes of every file of each pinned release.
+lock: $(LOCKED)
+	$(UV_COMPILE) $(if $(UPGRADE),--upgrade) --extra test --extra embedded \
+		setup.cfg requirements/tools.in -o $(LOCK)
+	$(UV_COMPILE) $(if $(UPGRADE),--upgrade) --extra test --extra embedded --extra bench \
+		--constraint $(LOCK) setup.cfg requirements/tools.in -o $(BENCH_LOCK)
 
 $(WEBRTC_SDK): package.json package-lock.json
 	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --ignore-scripts && touch $@; \
@@ -27,6 +50,7 @@ run: $(INSTALLED) $(WEBRTC_SDK)
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(INSTALLED)
 	$(BIN)/ruff format .
@@ -40,7 +64,7 @@ test-fast: lint
 	$(BIN)/pytest -q -m "not browser and not gunicorn and not slow"
 
 bench: $(INSTALLED)
-	$(BIN)/pip install --quiet -e '.[test,embedded,bench]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(BENCH_LOCK)
 	$(BIN)/python bench/webhook_throughput.py
 	$(BIN)/python bench/ring_latency.py
 
@@ -49,4 +73,4 @@ screenshots: $(INSTALLED) $(WEBRTC_SDK)
 	SCREENSHOT_DIR=$(CURDIR) $(BIN)/pytest -q tests/test_page.py -k both_see_it_in_history
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis *.egg-info build dist

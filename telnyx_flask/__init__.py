@@ -9,10 +9,12 @@ from typing import Any
 
 import psycopg2
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import logs
 from .config import ConfigError, config_from_environment
+from .package_files import static_dir
 from .signature import WebhookVerifier
 
 log = logging.getLogger(__name__)
@@ -32,11 +34,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             exit_with_config_error(error)
     else:
         settings = config_from_environment({k: v for k, v in config.items() if isinstance(v, str)})
-    app = Flask(__name__, static_folder="../static", static_url_path="/static")
+    app = Flask(__name__, static_folder=static_dir(), static_url_path="/static")
     app.config.update(settings)
     if config is not None:
         app.config.update({k: v for k, v in config.items() if not isinstance(v, str)})
     configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
+    assert isinstance(app.json, DefaultJSONProvider)  # Flask's own; nothing replaces it
     app.json.sort_keys = False
     # The webhook has its own, smaller limit; this bounds every other body.
     if app.config["MAX_CONTENT_LENGTH"] is None:
@@ -78,7 +81,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if app.config["TRUSTED_PROXY_COUNT"]:
         # Behind nginx: take the client address and scheme from the proxy's headers.
         count = app.config["TRUSTED_PROXY_COUNT"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
+        # Flask's documented way to wrap the WSGI app; mypy sees only a method being replaced.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=count, x_proto=count, x_host=count
+        )
 
     db.init_app(app)
     migrations.init_app(app)

@@ -189,6 +189,7 @@ def current_agent() -> Agent:
         if from_cookie:
             session.clear()
         raise NotAuthenticated(problem)
+    assert state is not None  # a missing session is a problem, raised above
     g.agent = Agent(state.user_id, state.email, state.name, state.sip_username)
     g.session_claims = claims
     return g.agent

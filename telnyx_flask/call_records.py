@@ -12,7 +12,7 @@ from typing import Any
 import psycopg2.errors
 from psycopg2.extras import Json
 
-from .db import Database
+from .db import Database, one_row
 from .errors import BadWebhook
 from .webhook_events import WebhookEvent
 
@@ -61,7 +61,7 @@ def record_event(
     try:
         with db.connection() as conn, conn.cursor() as cur:
             cur.execute(APPLY_CALL_EVENT, params)
-            result = cur.fetchone()[0]
+            result = one_row(cur)[0]
     except psycopg2.errors.UniqueViolation:
         # Only a body that names another session's call_control_id gets here: no retry helps.
         raise BadWebhook(
@@ -80,7 +80,7 @@ def record_agent_action(
         cur.execute(
             "SELECT record_agent_action(%s, %s, %s, now())", (call_control_id, action, agent_id)
         )
-        return cur.fetchone()[0]
+        return one_row(cur)[0]
 
 
 def end_call_inferred(
@@ -89,5 +89,5 @@ def end_call_inferred(
     """End a call Telnyx says is over (unless a webhook already did); (changed, the call)."""
     with db.connection() as conn, conn.cursor() as cur:
         cur.execute("SELECT end_call_inferred(%s, %s, %s, now())", (call_control_id, cause, source))
-        result = cur.fetchone()[0]
+        result = one_row(cur)[0]
     return result["changed"], result["call"]

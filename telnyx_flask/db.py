@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg2
 import psycopg2.errors
@@ -30,6 +31,15 @@ def make_cooperative_under_gevent() -> None:
         from psycogreen.gevent import patch_psycopg
 
         patch_psycopg()
+
+
+def one_row(cur: psycopg2.extensions.cursor) -> tuple[Any, ...]:
+    """The row of a statement that always returns exactly one: an aggregate without GROUP BY, a
+    function called without FROM, or an INSERT ... RETURNING that cannot skip its row."""
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError(f"expected one row, got none from: {cur.query!r}")
+    return row
 
 
 class Database:

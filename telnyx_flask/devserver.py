@@ -24,6 +24,7 @@ import requests
 from werkzeug.security import generate_password_hash
 
 from .config import ConfigError, check_secret_key, database_url_from, load_environment
+from .db import one_row
 from .embedded import EmbeddedUnavailable, reachable, start_postgres, start_redis
 from .migrations import create_database_if_missing, upgrade
 
@@ -89,14 +90,14 @@ def seed_demo(database_url: str) -> None:
     """
     with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM prospects")
-        if cur.fetchone()[0] == 0:
+        if one_row(cur)[0] == 0:
             cur.executemany(
                 "INSERT INTO prospects (name, phone_number) VALUES (%s, %s)", DEMO_PROSPECTS
             )
         cur.execute(
             "SELECT count(*), count(*) FILTER (WHERE lower(email) = %s) FROM users", (DEMO_EMAIL,)
         )
-        agents, demo = cur.fetchone()
+        agents, demo = one_row(cur)
     conn.close()
     if demo:
         say(
@@ -155,6 +156,7 @@ def _simulator(port: int, stack: ExitStack, var: Path) -> dict[str, str]:
         start_new_session=True,  # Ctrl-C comes to this process, which stops the children in order
     )
     stack.callback(stop_process, process)
+    assert process.stdout is not None  # stdout=subprocess.PIPE
     line = process.stdout.readline()
     if "Telnyx simulator on " not in line:
         raise RunError(f"the Telnyx simulator did not start: {line.strip() or 'no output'}")

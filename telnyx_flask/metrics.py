@@ -98,7 +98,7 @@ class _ScrapeGauges(Collector):
     def __init__(self, sources: list[GaugeSource]):
         self.sources = sources
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         families: dict[str, GaugeMetricFamily] = {}
         for source in self.sources:
             try:
@@ -109,7 +109,9 @@ class _ScrapeGauges(Collector):
             for name, help_text, labels, value in readings:
                 family = families.get(name)
                 if family is None:
-                    family = families[name] = GaugeMetricFamily(name, help_text, labels=labels)
+                    family = families[name] = GaugeMetricFamily(
+                        name, help_text, labels=list(labels)
+                    )
                 family.add_metric(list(labels.values()), value)
         yield from families.values()
 

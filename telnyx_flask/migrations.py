@@ -14,9 +14,12 @@ import psycopg2.extensions
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from .db import one_row
+from .package_files import sql_dir
+
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
+MIGRATIONS_DIR = sql_dir()
 MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # Any fixed number will do; it only has to be the same for every process running migrations.
 MIGRATION_LOCK_KEY = 7_246_812_901
@@ -75,7 +78,7 @@ def pending_migrations(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Versions present in sql/ but not yet applied to the database."""
     with psycopg2.connect(dsn, connect_timeout=5) as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
-        if not cur.fetchone()[0]:
+        if not one_row(cur)[0]:
             return [version for version, _ in migration_files(directory)]
         cur.execute("SELECT version FROM schema_migrations")
         done = {row[0] for row in cur.fetchall()}

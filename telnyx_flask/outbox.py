@@ -30,7 +30,7 @@ from psycopg2.extras import Json
 
 from . import metrics
 from .circuit_breaker import TelnyxUnavailable
-from .db import Database
+from .db import Database, one_row
 from .errors import StorageUnavailable
 from .live_calls import LiveCalls
 from .reconcile import GONE_CAUSE, end_gone_call
@@ -193,7 +193,7 @@ class Outbox:
         """(commands owed and not done, seconds the oldest due one has been due)."""
         with self.db.connection() as conn, conn.cursor() as cur:
             cur.execute(STATS)
-            count, age = cur.fetchone()
+            count, age = one_row(cur)
         return int(count), float(age)
 
     def prune(self) -> int:
@@ -230,11 +230,12 @@ class Outbox:
             self._finish(command, MOOT, "the call has ended")
             log.info("%s given up as moot: the call has ended", command.action, extra=extra)
             return MOOT
-        if self.telnyx is None:
+        telnyx = self.telnyx
+        if telnyx is None:
             self._reschedule(command, "TELNYX_API_KEY is not set", uncount=False)
             return RETRY
         try:
-            self._send(command)
+            self._send(telnyx, command)
         except TelnyxUnavailable as closed:
             # Not an attempt: wait for the breaker's probe instead of hammering.
             self._reschedule(command, str(closed), delay=closed.retry_after, uncount=True)
@@ -245,12 +246,12 @@ class Outbox:
         log.info("%s sent after %d attempt(s)", command.action, command.attempts, extra=extra)
         return SENT
 
-    def _send(self, command: OwedCommand) -> None:
+    def _send(self, telnyx: TelnyxClient, command: OwedCommand) -> None:
         args = command.args
         # One attempt, finished well inside the lease, so no other worker sends it meanwhile.
         deadline = time.monotonic() + self.settings.lease_seconds * 0.8
         if command.action == "record_start":
-            self.telnyx.record_start(
+            telnyx.record_start(
                 command.call_control_id,
                 args["format"],
                 args["channels"],
@@ -258,9 +259,7 @@ class Outbox:
                 deadline=deadline,
             )
         else:
-            self.telnyx.reject(
-                command.call_control_id, args["cause"], attempts=1, deadline=deadline
-            )
+            telnyx.reject(command.call_control_id, args["cause"], attempts=1, deadline=deadline)
 
     def _failed(self, command: OwedCommand, error: TelnyxError) -> str:
         extra = {"call_control_id": command.call_control_id}

@@ -56,15 +56,15 @@ def end_gone_call(
     agent's command reached the call (outcome abandoned), else "unknown" (outcome missed).
     """
     changed, call = end_call_inferred(db, call_control_id, cause, source)
-    if call is not None:
+    if call is not None:  # None only for a call never recorded, which nothing changed
         live.apply_call_state(call)
-    if changed:
-        log.warning(
-            "call ended here because Telnyx says it is over (%s); outcome %s",
-            cause,
-            call.get("outcome"),
-            extra={"call_control_id": call_control_id},
-        )
+        if changed:
+            log.warning(
+                "call ended here because Telnyx says it is over (%s); outcome %s",
+                cause,
+                call.get("outcome"),
+                extra={"call_control_id": call_control_id},
+            )
     return call
 
 
@@ -88,7 +88,8 @@ class SilentCalls:
 
     def check(self, limit: int = 20) -> list[str]:
         """Ask Telnyx about calls gone silent; return those ended because they are not alive."""
-        if self.telnyx is None:
+        telnyx = self.telnyx
+        if telnyx is None:
             return []
         params = {
             "ringing": self.ringing_after_seconds,
@@ -102,7 +103,7 @@ class SilentCalls:
         ended = []
         for call_control_id in silent:
             try:
-                alive = self._alive(call_control_id)
+                alive = self._alive(telnyx, call_control_id)
             except TelnyxUnavailable:
                 break  # Telnyx is down: ask again after the bound, not now
             if alive is False:
@@ -110,11 +111,11 @@ class SilentCalls:
                 ended.append(call_control_id)
         return ended
 
-    def _alive(self, call_control_id: str) -> bool | None:
+    def _alive(self, telnyx: TelnyxClient, call_control_id: str) -> bool | None:
         """Telnyx's answer: alive, not alive, or None when it could not say."""
         deadline = time.monotonic() + STATUS_DEADLINE_SECONDS
         try:
-            data = self.telnyx.call_status(call_control_id, deadline=deadline)
+            data = telnyx.call_status(call_control_id, deadline=deadline)
         except TelnyxError as error:
             if error.status == 404 or error.call_gone:
                 return False

