@@ -1,5 +1,5 @@
-"""Agents signing in: server-side sessions behind the cookie and the bearer token, password
-hashing off the event loop, sign-in limits and cross-site refusal."""
+"""Agents signing in and out: the session cookie and the bearer token (the sessions themselves
+are sessions.py's, the password hashes passwords.py's), sign-in limits and cross-site refusal."""
 
 from __future__ import annotations
 
