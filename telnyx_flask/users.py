@@ -186,6 +186,21 @@ def set_phone_command(
     click.echo(f"updated {email}")
 
 
+def _change_and_end_sessions(email: str, assignment: str, *values: str) -> None:
+    """Change one agent's account (`assignment`: this module's own SQL, never user input), then
+    end every session of theirs; ClickException when no agent has that email."""
+    with get_db().connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            f"UPDATE users SET {assignment}, updated_at = now()"
+            " WHERE lower(email) = lower(%s) RETURNING id::text",
+            (*values, email),
+        )
+        found = cur.fetchone()
+    if found is None:
+        raise click.ClickException(f"no agent with email {email}")
+    end_agent_sessions(found[0])
+
+
 @users_cli.command("set-password")
 @click.argument("email", callback=_storable_argument)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
@@ -197,17 +212,8 @@ def set_password_command(email: str, password_stdin: bool) -> None:
         password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
     if len(password) < MIN_PASSWORD_LENGTH:
         raise click.ClickException(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
-    with get_db().connection() as conn, conn.cursor() as cur:
-        cur.execute(
-            "UPDATE users SET password_hash = %s, updated_at = now()"
-            " WHERE lower(email) = lower(%s) RETURNING id::text",
-            (hash_password(password), email),
-        )
-        found = cur.fetchone()
-    if found is None:
-        raise click.ClickException(f"no agent with email {email}")
     # Whoever knew the old password may be signed in with it.
-    end_agent_sessions(found[0])
+    _change_and_end_sessions(email, "password_hash = %s", hash_password(password))
     click.echo(f"new password set for {email}; every session of the agent has ended")
 
 
@@ -215,16 +221,7 @@ def set_password_command(email: str, password_stdin: bool) -> None:
 @click.argument("email", callback=_storable_argument)
 def deactivate_command(email: str) -> None:
     """Deactivate an agent: sign-in is refused and every session ends."""
-    with get_db().connection() as conn, conn.cursor() as cur:
-        cur.execute(
-            "UPDATE users SET active = false, updated_at = now()"
-            " WHERE lower(email) = lower(%s) RETURNING id::text",
-            (email,),
-        )
-        found = cur.fetchone()
-    if found is None:
-        raise click.ClickException(f"no agent with email {email}")
-    end_agent_sessions(found[0])
+    _change_and_end_sessions(email, "active = false")
     click.echo(f"deactivated {email}; every session of the agent has ended")
 
 

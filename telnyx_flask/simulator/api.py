@@ -11,6 +11,8 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -60,61 +62,60 @@ def _slow_or_refused(simulator: Simulator, action: str, call_control_id: str) ->
         raise refusal
 
 
+@contextmanager
+def _recorded(record: Callable[[int, str | None], None]) -> Iterator[None]:
+    """Record the status a request got (and Telnyx's error code), however it ends; a request
+    caught by a reset while it waited is not recorded: the reset forgot everything before it."""
+    try:
+        yield
+    except ResetWhileWaiting:
+        raise
+    except TelnyxApiError as error:
+        record(error.status, error.code)
+        raise
+    except Exception:
+        record(500, None)
+        raise
+    record(200, None)
+
+
 @bp.post("/calls/<call_control_id>/actions/<action>")
 def command(call_control_id: str, action: str):
     """Run a Call Control command; every command is recorded with the status it got."""
     simulator = get_simulator()
     body: dict[str, Any] | None = None
-    status: int | None = 200
-    error_code, outcome = None, None
-    try:
+    outcome = None
+
+    def record(status: int, error_code: str | None) -> None:
+        simulator.calls.record_command(
+            action, call_control_id, body, status, error_code=error_code, outcome=outcome
+        )
+
+    with _recorded(record):
         _authenticate(simulator.api_key)
         body = _json_object()
         _slow_or_refused(simulator, action, call_control_id)
         outcome = simulator.calls.execute(action, call_control_id, body)
         return jsonify(OK_BODY)
-    except ResetWhileWaiting:
-        status = None  # the reset forgot everything before it, this command too
-        raise
-    except TelnyxApiError as error:
-        status, error_code = error.status, error.code
-        raise
-    except Exception:
-        status = 500
-        raise
-    finally:
-        if status is not None:
-            simulator.calls.record_command(
-                action, call_control_id, body, status, error_code=error_code, outcome=outcome
-            )
 
 
 @bp.get("/calls/<call_control_id>")
 def call_status(call_control_id: str):
     """Retrieve a call status: is the leg alive, and for how long it has talked."""
     simulator = get_simulator()
-    status: int | None = 200
-    error_code, is_alive = None, None
-    try:
+    is_alive = None
+
+    def record(status: int, error_code: str | None) -> None:
+        simulator.calls.record_status_lookup(
+            call_control_id, status, error_code=error_code, is_alive=is_alive
+        )
+
+    with _recorded(record):
         _authenticate(simulator.api_key)
         _slow_or_refused(simulator, STATUS_LOOKUP, call_control_id)
         call = simulator.calls.status(call_control_id)
         is_alive = call["is_alive"]
         return jsonify({"data": call})
-    except ResetWhileWaiting:
-        status = None  # the reset forgot everything before it, this lookup too
-        raise
-    except TelnyxApiError as error:
-        status, error_code = error.status, error.code
-        raise
-    except Exception:
-        status = 500
-        raise
-    finally:
-        if status is not None:
-            simulator.calls.record_status_lookup(
-                call_control_id, status, error_code=error_code, is_alive=is_alive
-            )
 
 
 def _b64url(data: bytes) -> str:
