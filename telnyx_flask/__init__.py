@@ -101,7 +101,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     users.init_app(app)
     prospects.init_app(app)
-    app.register_blueprint(webhook_intake.bp)
+    webhook_intake.init_app(app)
     app.register_blueprint(agent_api.bp)
     app.register_blueprint(history.bp)
     app.register_blueprint(recordings.bp)

@@ -17,6 +17,11 @@ from .errors import BadWebhook
 from .webhook_events import WebhookEvent
 
 APPLY_CALL_EVENT = "SELECT apply_call_event(%(event)s, %(body)s, %(record_calls)s)"
+APPLY_CALL_EVENTS = "SELECT apply_call_events(%(events)s, %(bodies)s::json[], %(record_calls)s)"
+# What one bad event makes PostgreSQL refuse a whole batch for (a body naming another session's
+# call_control_id, a value out of range), or a deadlock: the batch is then applied event by
+# event, so only the bad event fails.
+BATCH_REFUSED = (psycopg2.IntegrityError, psycopg2.DataError, psycopg2.errors.DeadlockDetected)
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,50 @@ def record_event(
         raise BadWebhook(
             "payload.call_control_id already belongs to another call_session_id"
         ) from None
+    except psycopg2.DataError as exc:
+        # A value parse_webhook let through that PostgreSQL cannot store: no retry helps either.
+        raise BadWebhook(
+            f"payload has a value PostgreSQL refuses: {exc.diag.message_primary}"
+        ) from None
+    return _recorded(result)
+
+
+def record_events(
+    db: Database, events: list[tuple[WebhookEvent, bytes]], record_calls: bool = False
+) -> list[RecordedEvent | BadWebhook]:
+    """record_event for many events in one statement and one transaction (a group commit), in
+    the order given; per event, what record_event returns or the BadWebhook it raises.
+
+    If PostgreSQL refuses the batch for one bad event, nothing of it was written, and the events
+    are applied one by one so that only the bad one fails. StorageUnavailable (PostgreSQL
+    unreachable, or lost mid-batch) fails the whole batch: nothing of it was committed.
+    """
+    if len(events) == 1:
+        return [_recorded_or_refused(db, *events[0], record_calls)]
+    params = {
+        "events": Json([event_fields(event) for event, _ in events]),
+        "bodies": [RawJson(body) for _, body in events],
+        "record_calls": record_calls,
+    }
+    try:
+        with db.connection() as conn, conn.cursor() as cur:
+            cur.execute(APPLY_CALL_EVENTS, params)
+            results = one_row(cur)[0]
+    except BATCH_REFUSED:
+        return [_recorded_or_refused(db, event, body, record_calls) for event, body in events]
+    return [_recorded(result) for result in results]
+
+
+def _recorded_or_refused(
+    db: Database, event: WebhookEvent, body: bytes, record_calls: bool
+) -> RecordedEvent | BadWebhook:
+    try:
+        return record_event(db, event, body, record_calls)
+    except BadWebhook as refused:
+        return refused
+
+
+def _recorded(result: dict[str, Any]) -> RecordedEvent:
     return RecordedEvent(
         result["duplicate"], result["leg"], result["call"], bool(result.get("owed"))
     )

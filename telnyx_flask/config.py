@@ -368,6 +368,8 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
         "WEBRTC_SHARED_CREDENTIAL": _boolean(env, "WEBRTC_SHARED_CREDENTIAL", False),
         "WEBRTC_SDK_PATH": Path(_text(env, "WEBRTC_SDK_PATH", str(DEFAULT_WEBRTC_SDK_PATH))),
         "RECORD_CALLS": _boolean(env, "RECORD_CALLS", True),
+        "WEBHOOK_BATCH_WINDOW_MS": _number(env, "WEBHOOK_BATCH_WINDOW_MS", 2.0, 0.0, 100.0),
+        "WEBHOOK_BATCH_MAX_EVENTS": _integer(env, "WEBHOOK_BATCH_MAX_EVENTS", 64, 1, 1000),
         "RING_TIMEOUT_SECONDS": ring_timeout,
         "BACKGROUND_TASKS": _boolean(env, "BACKGROUND_TASKS", True),
         "CLAIM_LEASE_SECONDS": claim_lease,

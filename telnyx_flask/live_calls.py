@@ -40,7 +40,7 @@ class LiveCalls:
         self.keys = keys
         self.stream_maxlen = stream_maxlen
         self.stream = EventStream(client, keys, stream_maxlen)
-        self._apply = client.register_script(lua_script("apply_call_state.lua"))
+        self._apply = client.register_script(lua_script("apply_call_states.lua"))
         self._ringing = client.register_script(lua_script("ringing_calls.lua"))
         self._claim = client.register_script(lua_script("claim_call.lua"))
         self._release = client.register_script(lua_script("release_call.lua"))
@@ -61,6 +61,21 @@ class LiveCalls:
         Restoring from PostgreSQL passes when the call first arrived (`arrived_ms`, so its ring
         timeout still counts from then), who took it, and `quiet` (pages get a reset instead).
         """
+        state = self.live_state(call, arrived_ms=arrived_ms, claimed_by=claimed_by, quiet=quiet)
+        [outcome] = self.apply_call_states([state])
+        if isinstance(outcome, StorageUnavailable):
+            raise outcome
+        return outcome
+
+    def live_state(
+        self,
+        call: dict[str, Any],
+        *,
+        arrived_ms: int | None = None,
+        claimed_by: tuple[str, str] | None = None,
+        quiet: bool = False,
+    ) -> dict[str, Any]:
+        """What lua/apply_call_states.lua takes for one call, from its durable state."""
         fields = live_fields(call)
         summary = call_summary(fields)
         ended = {
@@ -79,7 +94,7 @@ class LiveCalls:
         if claimed_by is not None:
             stored["claimed_by_id"], stored["claimed_by_name"] = claimed_by
         # Numbers that must stay exact (a version may be a large bigint) travel as strings.
-        state = {
+        return {
             "version": str(call["version"]),
             "status": call["status"],
             "call_control_id": call["call_control_id"],
@@ -88,25 +103,36 @@ class LiveCalls:
             "summary": summary,
             "ended": ended,
             "recording": recording,
+            "quiet": quiet,
+        }
+
+    def apply_call_states(
+        self, states: list[dict[str, Any]]
+    ) -> list[list[str] | StorageUnavailable]:
+        """Apply live states (from `live_state`) in order, in one script call: one round trip
+        for a whole group commit. Per state, the events it announced, or StorageUnavailable for
+        a state Redis failed to apply (that state alone). StorageUnavailable is raised when Redis
+        cannot be reached at all."""
+        limits = {
             "stream_maxlen": self.stream_maxlen,
             "active_ttl": ACTIVE_CALL_TTL_SECONDS,
             "ended_ttl": ENDED_CALL_TTL_SECONDS,
-            "quiet": quiet,
         }
+        keys = self.keys
+        call_keys = [keys.call(state["call_control_id"]) for state in states]
         try:
-            announced = self._apply(
-                keys=[
-                    self.keys.call(call["call_control_id"]),
-                    self.keys.ringing,
-                    self.keys.events,
-                    self.keys.claimed,
-                    self.keys.active,
-                ],
-                args=[json.dumps(state)],
+            replies = self._apply(
+                keys=[keys.ringing, keys.events, keys.claimed, keys.active, *call_keys],
+                args=[json.dumps(states), json.dumps(limits)],
             )
         except REDIS_ERRORS as exc:
             raise StorageUnavailable("redis", str(exc)) from exc
-        return [text(name) for name in announced]
+        return [
+            [text(name) for name in detail]
+            if text(status) == "ok"
+            else StorageUnavailable("redis", text(detail))
+            for status, detail in replies
+        ]
 
     def ringing_calls(self) -> list[dict[str, Any]]:
         """The calls ringing now, oldest first."""

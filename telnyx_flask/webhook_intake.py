@@ -4,6 +4,10 @@ Applying an event is two steps in a fixed order: PostgreSQL first (call_records:
 order-safe merge, one statement), then Redis (live_calls: the same state, by version), then a
 nudge to the outbox for any command the event left owed. A 2xx only follows all of it, so
 Telnyx's retry finishes whatever a failure interrupted.
+
+Webhooks that arrive together in one worker are applied together (group_commit.py): one
+statement and one transaction in PostgreSQL and one script call in Redis for the batch, each
+request still answered with its own outcome. WEBHOOK_BATCH_WINDOW_MS=0 applies each alone.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, jsonify, request
 
 from . import metrics
-from .call_records import record_event
+from .call_records import RecordedEvent, record_events
 from .db import Database, get_db
 from .errors import ApiError, PayloadTooLarge, StorageUnavailable
+from .group_commit import GroupCommit
 from .live_calls import LiveCalls, get_live
 from .outbox import Outbox, get_outbox
 from .telnyx_api import get_telnyx
@@ -38,6 +43,14 @@ class AppliedEvent:
     announced: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Incoming:
+    """A verified, parsed webhook, waiting to be applied."""
+
+    event: WebhookEvent
+    body: bytes
+
+
 def apply_event(
     db: Database,
     live: LiveCalls,
@@ -53,16 +66,74 @@ def apply_event(
     still reaches Redis: when an earlier attempt committed but Redis failed, this is the retry
     that finishes the job, and Redis's version check makes a true repeat a no-op.
     """
-    recorded = record_event(db, event, body, record_calls=record_calls)
-    if recorded.owed:
+    [outcome] = apply_events(db, live, outbox, [Incoming(event, body)], record_calls)
+    if isinstance(outcome, ApiError):
+        raise outcome
+    return outcome
+
+
+def apply_events(
+    db: Database, live: LiveCalls, outbox: Outbox, batch: list[Incoming], record_calls: bool
+) -> list[AppliedEvent | ApiError]:
+    """apply_event for a batch: one PostgreSQL statement, then one Redis script call; per
+    event, its outcome or the error that is its alone (BadWebhook, or Redis failing that one
+    state). StorageUnavailable is raised when a store fails the batch as a whole.
+
+    PostgreSQL gets the batch ordered by call, so that concurrent batches lock the calls they
+    share in one order; Redis gets the states in that order too, so one call's versions rise.
+    """
+    order = sorted(
+        range(len(batch)),
+        key=lambda i: (batch[i].event.call_session_id or "", batch[i].event.event_id),
+    )
+    recorded = record_events(
+        db, [(batch[i].event, batch[i].body) for i in order], record_calls=record_calls
+    )
+    if any(isinstance(r, RecordedEvent) and r.owed for r in recorded):
         outbox.nudge()
-    if event.effect is None:
-        return AppliedEvent("duplicate" if recorded.duplicate else "ignored")
-    call = recorded.call
-    announced: list[str] = []
-    if call is not None and call.get("call_control_id"):
-        announced = live.apply_call_state(call)
-    return AppliedEvent("duplicate" if recorded.duplicate else "applied", tuple(announced))
+    outcomes: list[AppliedEvent | ApiError | None] = [None] * len(batch)
+    states: list[dict] = []
+    live_results: list[tuple[int, str]] = []
+    for i, r in zip(order, recorded, strict=True):
+        if isinstance(r, ApiError):
+            outcomes[i] = r
+            continue
+        effect = batch[i].event.effect
+        result = "duplicate" if r.duplicate else "ignored" if effect is None else "applied"
+        if effect is not None and r.call is not None and r.call.get("call_control_id"):
+            states.append(live.live_state(r.call))
+            live_results.append((i, result))
+        else:
+            outcomes[i] = AppliedEvent(result)
+    if states:
+        applied = live.apply_call_states(states)
+        for (i, result), announced in zip(live_results, applied, strict=True):
+            if isinstance(announced, ApiError):
+                outcomes[i] = announced
+            else:
+                outcomes[i] = AppliedEvent(result, tuple(announced))
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def apply_batch(batch: list[Incoming]) -> list[AppliedEvent | ApiError]:
+    """The group commit's `apply`: apply_events with this application's stores and settings.
+    It runs in the request context of the request that opened the batch."""
+    return apply_events(get_db(), get_live(), get_outbox(), batch, record_calls=_record_calls())
+
+
+def _record_calls() -> bool:
+    return bool(current_app.config["RECORD_CALLS"] and get_telnyx())
+
+
+def init_app(app: Flask) -> None:
+    """Register the route and, unless WEBHOOK_BATCH_WINDOW_MS is 0, the worker's group commit."""
+    window_ms = app.config["WEBHOOK_BATCH_WINDOW_MS"]
+    app.extensions["webhook_batches"] = (
+        GroupCommit(apply_batch, window_ms / 1000, app.config["WEBHOOK_BATCH_MAX_EVENTS"])
+        if window_ms > 0
+        else None
+    )
+    app.register_blueprint(bp)
 
 
 def read_body(limit: int) -> bytes:
@@ -87,10 +158,15 @@ def receive_webhook():
             verifier.verify(request.headers, body)
         event = parse_webhook(body)
         event_type = event.event_type
-        record_calls = current_app.config["RECORD_CALLS"] and get_telnyx()
-        applied = apply_event(
-            get_db(), get_live(), get_outbox(), event, body, record_calls=bool(record_calls)
-        )
+        batches: GroupCommit[Incoming, AppliedEvent] | None = current_app.extensions[
+            "webhook_batches"
+        ]
+        if batches is not None:
+            applied = batches.submit(Incoming(event, body))
+        else:
+            applied = apply_event(
+                get_db(), get_live(), get_outbox(), event, body, record_calls=_record_calls()
+            )
         result = applied.result
     except StorageUnavailable:
         raise  # failed: Telnyx retries

@@ -35,6 +35,7 @@ from .helpers import (
     signed_headers,
     throwaway_database,
 )
+from .tcp_proxy import TcpProxy, through_proxy
 
 SERVICES: list[str] = []
 _embedded: list[Embedded] = []
@@ -183,6 +184,22 @@ def client(app):
 def runner(app):
     """A CLI runner for the app's commands."""
     return app.test_cli_runner()
+
+
+@pytest.fixture
+def proxied(settings, database_url):
+    """An app whose PostgreSQL and Redis connections both pass through cuttable proxies."""
+    proxies = {
+        "postgresql": TcpProxy.for_url(database_url, 5432),
+        "redis": TcpProxy.for_url(helpers.TEST_REDIS_URL, 6379),
+    }
+    settings["DATABASE_URL"] = through_proxy(database_url, proxies["postgresql"])
+    settings["REDIS_URL"] = through_proxy(helpers.TEST_REDIS_URL, proxies["redis"])
+    app = create_app(settings)
+    yield app, proxies
+    helpers.close_app(app)
+    for proxy in proxies.values():
+        proxy.close()
 
 
 @pytest.fixture

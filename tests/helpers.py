@@ -67,6 +67,15 @@ def renamed(events: list[dict[str, Any]], suffix: str) -> list[dict[str, Any]]:
     return out
 
 
+def wait_until(condition, timeout: float = 30, interval: float = 0.2) -> None:
+    """Poll `condition` until it holds; fail after `timeout` seconds. For states the code under
+    test reaches on its own, where there is nothing to wait on but the state itself."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(interval)
+
+
 def encode(body: dict[str, Any] | bytes) -> bytes:
     """The bytes a webhook body is sent as."""
     return body if isinstance(body, bytes) else json.dumps(body).encode()

@@ -35,6 +35,8 @@ def test_production_defaults():
     assert config["RING_TIMEOUT_SECONDS"] == 30
     assert config["REDIS_URL"] == "redis://127.0.0.1:6379/0"
     assert config["REDIS_PREFIX"] == "{telnyx-flask}:"
+    assert config["WEBHOOK_BATCH_WINDOW_MS"] == 2.0
+    assert config["WEBHOOK_BATCH_MAX_EVENTS"] == 64
 
 
 @pytest.mark.parametrize("url", ["redis+cluster://10.0.0.5:6379", "rediss+cluster://h:6380/0"])
@@ -91,6 +93,9 @@ def test_database_url_wins_over_db_parts():
         ({"REDIS_URL": "redis://127.0.0.1:6379/0?protocol=3"}, "only protocol=2 \\(RESP2\\)"),
         ({"TELNYX_API_BASE": "ftp://x"}, "TELNYX_API_BASE must be a http/https URL"),
         ({"RECORD_CALLS": "sometimes"}, "RECORD_CALLS must be true or false"),
+        ({"WEBHOOK_BATCH_WINDOW_MS": "-1"}, "WEBHOOK_BATCH_WINDOW_MS must be between 0"),
+        ({"WEBHOOK_BATCH_WINDOW_MS": "soon"}, "WEBHOOK_BATCH_WINDOW_MS must be a number"),
+        ({"WEBHOOK_BATCH_MAX_EVENTS": "0"}, "WEBHOOK_BATCH_MAX_EVENTS must be between 1"),
         ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL must be one of"),
     ],
 )

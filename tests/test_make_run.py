@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from .helpers import wait_until
 from .servers import ROOT, free_port
 
 START_SECONDS = 600  # the first run creates .venv and installs everything into it
@@ -213,13 +214,6 @@ def socket_listening():
     """A loopback port something listens on."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         yield server.getsockname()[1]
-
-
-def wait_until(condition, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)  # polling the service's API for a state it reaches on its own
 
 
 def pending(http, url, headers) -> list[str]:

@@ -45,7 +45,7 @@ def test_the_lua_rank_table_is_status_rank(script):
 
 
 def test_a_lua_script_ranks_statuses():
-    assert "apply_call_state.lua" in lua_scripts_with_ranks()
+    assert "apply_call_states.lua" in lua_scripts_with_ranks()
 
 
 def test_sql_call_status_rank_is_status_rank(database_url):

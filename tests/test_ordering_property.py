@@ -8,7 +8,10 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .helpers import abandoned_call_events, answered_call_events, renamed
+from telnyx_flask.webhook_events import parse_webhook
+from telnyx_flask.webhook_intake import AppliedEvent, Incoming, apply_batch
+
+from .helpers import abandoned_call_events, answered_call_events, encode, renamed
 
 CALL_FIXTURES = {"answered": answered_call_events(), "abandoned": abandoned_call_events()}
 IGNORED_COLUMNS = {"id", "created_at", "updated_at", "last_webhook_at", "prospect_id", "version"}
@@ -35,6 +38,26 @@ def deliver(post_webhook, events) -> None:
         assert post_webhook(body).status_code == 200
 
 
+def deliver_in_batches(app, events, cuts: list[bool]) -> None:
+    """Apply the events as group commits would: in consecutive batches, a batch ending after
+    each event whose cut is True (and after the last)."""
+    batch: list[Incoming] = []
+    with app.app_context():
+        for body, cut in zip(events, cuts + [False] * len(events), strict=False):
+            raw = encode(body)
+            batch.append(Incoming(parse_webhook(raw), raw))
+            if cut:
+                apply_all(batch)
+                batch = []
+        if batch:
+            apply_all(batch)
+
+
+def apply_all(batch: list[Incoming]) -> None:
+    outcomes = apply_batch(batch)
+    assert all(isinstance(outcome, AppliedEvent) for outcome in outcomes), outcomes
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -46,6 +69,42 @@ def deliver(post_webhook, events) -> None:
 def test_any_order_with_duplicates_gives_the_same_rows(
     post_webhook, db_rows, redis_client, redis_prefix, which, order, repeats
 ):
+    def one_at_a_time(events):
+        deliver(post_webhook, events)
+
+    check_any_order(
+        post_webhook, db_rows, redis_client, redis_prefix, which, order, repeats, one_at_a_time
+    )
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    which=st.sampled_from(sorted(CALL_FIXTURES)),
+    order=st.randoms(use_true_random=False),
+    repeats=st.lists(st.integers(min_value=0, max_value=5), max_size=6),
+    cuts=st.lists(st.booleans(), max_size=12),
+)
+def test_any_order_with_duplicates_in_any_batches_gives_the_same_rows(
+    app, post_webhook, db_rows, redis_client, redis_prefix, which, order, repeats, cuts
+):
+    """Group commit: the same events split into batches, a call's events and their duplicates
+    side by side in one batch, end exactly as one at a time does."""
+
+    def in_batches(events):
+        deliver_in_batches(app, events, cuts)
+
+    check_any_order(
+        post_webhook, db_rows, redis_client, redis_prefix, which, order, repeats, in_batches
+    )
+
+
+def check_any_order(
+    post_webhook, db_rows, redis_client, redis_prefix, which, order, repeats, deliver_run
+):
+    """Deliver a reference copy of the call in order, then a renamed copy shuffled with repeats
+    through `deliver_run`; both must leave the same rows and a sane live state."""
     events = CALL_FIXTURES[which]
     reference = f"-ref{next(counter)}"
     deliver(post_webhook, renamed(events, reference))
@@ -54,7 +113,7 @@ def test_any_order_with_duplicates_gives_the_same_rows(
     shuffled = renamed(events, suffix)
     shuffled += [shuffled[i % len(shuffled)] for i in repeats]
     order.shuffle(shuffled)
-    deliver(post_webhook, shuffled)
+    deliver_run(shuffled)
 
     session = events[0]["data"]["payload"]["call_session_id"]
     expected = final_rows(db_rows, session + reference, reference)

@@ -4,29 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from telnyx_flask import create_app
-
-from . import helpers
 from .helpers import answered_call_events, encode, signed_headers
-from .tcp_proxy import TcpProxy, through_proxy
-
-
-@pytest.fixture
-def proxied(settings, database_url):
-    """An app whose PostgreSQL and Redis connections both pass through cuttable proxies."""
-    proxies = {
-        "postgresql": TcpProxy.for_url(database_url, 5432),
-        "redis": TcpProxy.for_url(helpers.TEST_REDIS_URL, 6379),
-    }
-    settings["DATABASE_URL"] = through_proxy(database_url, proxies["postgresql"])
-    settings["REDIS_URL"] = through_proxy(helpers.TEST_REDIS_URL, proxies["redis"])
-    app = create_app(settings)
-    yield app, proxies
-    helpers.close_app(app)
-    for proxy in proxies.values():
-        proxy.close()
 
 
 def post(client, body):
