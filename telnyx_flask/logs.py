@@ -29,6 +29,9 @@ FIELDS = (
     "remote_addr",
 )
 QUIET_PATHS = ("/healthz", "/readyz", "/metrics")
+# Telnyx's webhooks come several per call, each counted in telnyx_flask_webhooks_total: the
+# access line of one that succeeded is DEBUG; a refused or failed one stays INFO.
+QUIET_WHEN_OK = ("/api/telnyx/webhook",)
 
 access_log = logging.getLogger("telnyx_flask.access")
 
@@ -111,7 +114,10 @@ def init_app(app: Flask) -> None:
             return response
         response.headers["X-Request-ID"] = request_id
         duration_ms = round((time.perf_counter() - g.request_started) * 1000, 1)
-        level = logging.DEBUG if request.path in QUIET_PATHS else logging.INFO
+        quiet = request.path in QUIET_PATHS or (
+            request.path in QUIET_WHEN_OK and response.status_code < 400
+        )
+        level = logging.DEBUG if quiet else logging.INFO
         access_log.log(
             level,
             "%s %s %s %.1fms",

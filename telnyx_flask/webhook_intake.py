@@ -16,7 +16,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, Request, current_app, jsonify, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from . import metrics
 from .call_records import RecordedEvent, record_events
@@ -31,6 +32,7 @@ from .webhook_events import WebhookEvent, parse_webhook
 log = logging.getLogger(__name__)
 
 MAX_WEBHOOK_BYTES = 256 * 1024
+WEBHOOK_PATH = "/api/telnyx/webhook"
 
 bp = Blueprint("webhooks", __name__)
 
@@ -125,8 +127,19 @@ def _record_calls() -> bool:
     return bool(current_app.config["RECORD_CALLS"] and get_telnyx())
 
 
+class SessionsExceptWebhooks(SecureCookieSessionInterface):
+    """Flask's cookie session, not opened for Telnyx's webhooks: they carry no cookie, and
+    parsing and signing cookies on the busiest route would be work for nothing."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.path == WEBHOOK_PATH:
+            return None  # Flask substitutes its (empty, never saved) null session
+        return super().open_session(app, request)
+
+
 def init_app(app: Flask) -> None:
     """Register the route and, unless WEBHOOK_BATCH_WINDOW_MS is 0, the worker's group commit."""
+    app.session_interface = SessionsExceptWebhooks()
     window_ms = app.config["WEBHOOK_BATCH_WINDOW_MS"]
     app.extensions["webhook_batches"] = (
         GroupCommit(apply_batch, window_ms / 1000, app.config["WEBHOOK_BATCH_MAX_EVENTS"])
@@ -146,7 +159,7 @@ def read_body(limit: int) -> bytes:
     return body
 
 
-@bp.post("/api/telnyx/webhook")
+@bp.post(WEBHOOK_PATH)
 def receive_webhook():
     """Take one Telnyx webhook; 2xx only once it is in PostgreSQL and in the live state."""
     started = time.perf_counter()

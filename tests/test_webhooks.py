@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 
+import flask
 import pytest
+from flask.sessions import NullSession
 
 from .helpers import abandoned_call_events, answered_call_events, load_fixture, renamed
 
@@ -386,3 +389,34 @@ def test_a_call_control_id_claimed_by_two_sessions_is_400_not_500(post_webhook, 
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "malformed_webhook"
     assert db_rows("SELECT count(*) AS n FROM inbound_calls") == [{"n": 1}]
+
+
+def test_the_webhook_route_opens_no_session_and_logs_success_at_debug(
+    app, client, post_webhook, agent, caplog
+):
+    """The lean path: a webhook neither reads nor writes the session cookie, and only a refused
+    or failed one gets an INFO access line (a successful one is counted in the metrics)."""
+    signed_in = client.post(
+        "/api/auth/login", json={"email": agent.email, "password": agent.password}
+    )
+    assert signed_in.status_code == 200
+    assert client.get_cookie("telnyx_flask_session") is not None
+    with caplog.at_level(logging.DEBUG, logger="telnyx_flask.access"):
+        accepted = post_webhook(load_fixture("11_missed.call.initiated.json"))
+        refused = post_webhook(b"{}", headers={"telnyx-signature-ed25519": "bad"})
+    assert accepted.status_code == 200
+    assert refused.status_code == 401
+    assert "Set-Cookie" not in accepted.headers
+    cookie = {"Cookie": f"telnyx_flask_session={client.get_cookie('telnyx_flask_session').value}"}
+    with app.test_request_context("/api/telnyx/webhook", method="POST", headers=cookie):
+        assert isinstance(flask.session, NullSession)
+    with app.test_request_context("/api/auth/me", headers=cookie):
+        assert "uid" in flask.session
+    levels = {
+        record.status: record.levelname
+        for record in caplog.records
+        if record.name == "telnyx_flask.access"
+    }
+    assert levels == {200: "DEBUG", 401: "INFO"}
+    # The agent's session, on the agent's routes, is untouched.
+    assert client.get("/api/auth/me").status_code == 200
