@@ -43,6 +43,11 @@ WEBHOOK_SECONDS = Histogram(
     "Time to handle a webhook, from the request to the answer",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+WEBHOOK_BATCH_SIZE = Histogram(
+    "telnyx_flask_webhook_batch_size",
+    "Webhooks applied together by one group commit (WEBHOOK_BATCH_WINDOW_MS); 1 when alone",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 SSE_STREAMS = Gauge(
     "telnyx_flask_sse_streams",
     "Event streams open now",

@@ -120,6 +120,7 @@ def apply_events(
 def apply_batch(batch: list[Incoming]) -> list[AppliedEvent | ApiError]:
     """The group commit's `apply`: apply_events with this application's stores and settings.
     It runs in the request context of the request that opened the batch."""
+    metrics.WEBHOOK_BATCH_SIZE.observe(len(batch))
     return apply_events(get_db(), get_live(), get_outbox(), batch, record_calls=_record_calls())
 
 

@@ -97,6 +97,13 @@ def test_metrics_count_a_call_across_both_workers(sim, stack, make_agent):
     assert handled == sum(
         delta(before, after, name, **dict(labels)) for (name, labels) in after if name == webhooks
     )
+    # Every webhook that got past verification went through a group commit, alone or not.
+    accepted = sum(
+        delta(before, after, name, **dict(labels))
+        for (name, labels) in after
+        if name == webhooks and dict(labels)["result"] != "rejected"
+    )
+    assert delta(before, after, "telnyx_flask_webhook_batch_size_sum") == accepted >= 6
     api = "telnyx_flask_telnyx_api_requests_total"
     for action in ("answer", "transfer", "record_start", "hangup"):
         assert delta(before, after, api, action=action, status="200") == 1, action
