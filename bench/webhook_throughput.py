@@ -1,11 +1,16 @@
 """Webhook throughput: signed Telnyx webhooks against real gunicorn, PostgreSQL and Redis.
 
-`make bench` runs this. One run creates a throwaway database and Redis prefix, starts gunicorn
-as production would, sends N calls (a call.initiated then its call.hangup each) over keep-alive
-connections, and prints requests/s, latency percentiles, errors, where the CPU went, and row
-counts proving every acknowledged webhook is durable. It measures; it asserts nothing about speed.
+`make bench` runs this. It compares group-commit batch windows (WEBHOOK_BATCH_WINDOW_MS, #13)
+side by side: in each of several rounds every window gets its own measurement, the order
+alternating between rounds (0,2 then 2,0 ...) so that a noisy machine treats them alike. A
+measurement creates a throwaway database and Redis prefix, starts gunicorn as production would
+with that window, sends N calls (a call.initiated then its call.hangup each) over keep-alive
+connections, and records requests/s, latency percentiles, errors, where the CPU went, and checks
+that every acknowledged webhook is in PostgreSQL. The report gives each window's medians over
+the rounds and its ratios to the first window, measured round by round. It measures; it asserts
+nothing about speed, but exits 1 if a row an acknowledged webhook implies is missing.
 
-    .venv/bin/python bench/webhook_throughput.py [--quick] [--calls N] [--connections C] ...
+    .venv/bin/python bench/webhook_throughput.py [--quick] [--batch-windows 0,2] [--rounds 3] ...
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 import platform
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,11 +35,11 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg2
 import redis
@@ -56,12 +62,14 @@ WEBHOOK_PATH = "/api/telnyx/webhook"
 DEFAULT_OUTPUT = ROOT / "docs" / "bench" / "webhook-throughput.json"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 NPROC = len(os.sched_getaffinity(0))
-# A round stops taking new calls this long after its requests were signed, leaving the calls in
-# flight ample time to arrive inside the server's 300 s window.
-ROUND_SECONDS = TOLERANCE_SECONDS - 60
+# A signing pass stops taking new calls this long after its requests were signed, leaving the
+# calls in flight ample time to arrive inside the server's 300 s window.
+PASS_SECONDS = TOLERANCE_SECONDS - 60
 # Telnyx gives up on a webhook long before this; it only keeps a hung server from hanging us.
 REQUEST_TIMEOUT_SECONDS = 30
 GROUPS = ("gunicorn", "postgres", "redis", "load_generator")
+# The CPU rows of the side-by-side table: GROUPS, then everyone else, then the whole machine.
+CPU_ROWS = (*GROUPS, "other", "machine_busy")
 # Settings the app or gunicorn.conf.py read: the bench sets the ones it needs and drops the rest,
 # so a developer's shell cannot silently change what is measured.
 APP_ENV_NAMES = {
@@ -76,20 +84,48 @@ APP_ENV_NAMES = {
     "HOST",
     "LOG_LEVEL",
 }
-APP_ENV_PREFIXES = ("TELNYX_", "DB_", "REDIS_", "GUNICORN_", "RING_TIMEOUT_")
+APP_ENV_PREFIXES = ("TELNYX_", "DB_", "REDIS_", "GUNICORN_", "RING_TIMEOUT_", "WEBHOOK_")
 
-Pair = tuple[bytes, bytes]
+
+def batch_windows(text: str) -> list[str]:
+    """--batch-windows: distinct non-negative numbers of milliseconds, kept as written."""
+    values = [value.strip() for value in text.split(",") if value.strip()]
+    try:
+        numbers = [float(value) for value in values]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of milliseconds in {text!r}") from None
+    if not numbers or len(set(numbers)) < len(numbers):
+        raise argparse.ArgumentTypeError("expected distinct values, e.g. 0,2")
+    if not all(0 <= number < math.inf for number in numbers):
+        raise argparse.ArgumentTypeError("expected finite values of 0 or more, e.g. 0,2")
+    return values
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=15_000, help="calls (2 webhooks each)")
+    parser.add_argument(
+        "--batch-windows",
+        type=batch_windows,
+        default="0,2",
+        help="WEBHOOK_BATCH_WINDOW_MS values compared (0 = off); ratios are to the first",
+    )
+    parser.add_argument(
+        "--batch-max-events", type=int, default=64, help="WEBHOOK_BATCH_MAX_EVENTS for all"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of one measurement per window each"
+    )
+    parser.add_argument(
+        "--calls", type=int, default=15_000, help="calls per measurement (2 webhooks each)"
+    )
     parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive conns")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn WEB_CONCURRENCY")
     parser.add_argument("--db-pool-size", type=int, default=10, help="DB_POOL_SIZE per worker")
     parser.add_argument("--warmup", type=int, default=500, help="untimed requests sent first")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 500 calls, 100 warm-up")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1,000 calls, 200 warm-up a measurement"
+    )
     parser.add_argument(
         "--database-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres"
     )
@@ -97,9 +133,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     if args.quick:
-        args.calls, args.warmup = 500, 100
-    if args.calls < 1 or args.connections < 1 or args.warmup < 0:
-        parser.error("--calls and --connections must be positive, --warmup not negative")
+        args.calls, args.warmup = 1000, 200
+    if min(args.calls, args.connections, args.rounds, args.batch_max_events) < 1:
+        parser.error("--calls, --connections, --rounds and --batch-max-events must be positive")
+    if args.warmup < 0:
+        parser.error("--warmup must not be negative")
     return args
 
 
@@ -151,7 +189,7 @@ def gunicorn_env(
         WEB_CONCURRENCY=str(args.workers),
         PORT=str(port),
         DB_POOL_SIZE=str(args.db_pool_size),
-        # A round's calls are stamped when it is signed, up to ROUND_SECONDS before they are
+        # A pass's calls are stamped when it is signed, up to PASS_SECONDS before they are
         # sent; the longest ring timeout keeps the sweep (which still runs) from rejecting calls
         # that, had Telnyx sent them, would only have just started ringing.
         RING_TIMEOUT_SECONDS="600",
@@ -200,9 +238,11 @@ def stop_gunicorn(process: subprocess.Popen, timeout: float = 30.0) -> int:
     return stop_process(process, timeout)
 
 
-def notable_log_lines(log_path: Path, limit: int = 40) -> tuple[int, list[str]]:
-    """The log's line count and its last lines that are not routine INFO lines."""
-    lines = log_path.read_text(errors="replace").splitlines()
+def notable_log_lines(log_path: Path, limit: int = 40, start: int = 0) -> tuple[int, list[str]]:
+    """The log's line count and its last lines that are not routine INFO lines, from byte start."""
+    with log_path.open("rb") as log:
+        log.seek(start)
+        lines = log.read().decode(errors="replace").splitlines()
     notable = [line for line in lines if " INFO " not in line and "[INFO]" not in line]
     return len(lines), notable[-limit:]
 
@@ -220,10 +260,24 @@ def iso(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+@dataclass(frozen=True)
+class Webhook:
+    """What the durability check needs to know of one webhook sent."""
+
+    event_id: str
+    event_type: str
+    call_control_id: str
+
+
+# A webhook and its complete signed request; a call is its call.initiated then its call.hangup.
+Signed = tuple[Webhook, bytes]
+SignedCall = tuple[Signed, Signed]
+
+
 def call_bodies(
     templates: tuple[dict, dict], run_id: str, index: int, shift: timedelta
-) -> tuple[bytes, bytes]:
-    """One call's bodies: ids unique to the call, the fixture's timeline moved by `shift`."""
+) -> tuple[tuple[Webhook, bytes], tuple[Webhook, bytes]]:
+    """One call's webhooks and bodies: ids unique to the call, the timeline moved by `shift`."""
     ids = {
         "call_control_id": f"v3:bench-{run_id}-{index}",
         "call_leg_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{run_id}/{index}/leg")),
@@ -233,13 +287,14 @@ def call_bodies(
     for template in templates:
         event = copy.deepcopy(template)
         data, payload = event["data"], event["data"]["payload"]
-        # Stable per call and event, so a call re-signed for a later round keeps its ids.
+        # Stable per call and event, so a call re-signed for a later pass keeps its ids.
         data["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{run_id}/{index}/{data['event_type']}"))
         payload.update(ids)
         for fields, name in ((data, "occurred_at"), (payload, "start_time"), (payload, "end_time")):
             if fields.get(name):
                 fields[name] = iso(datetime.fromisoformat(fields[name]) + shift)
-        bodies.append(json.dumps(event).encode())
+        webhook = Webhook(data["id"], data["event_type"], ids["call_control_id"])
+        bodies.append((webhook, json.dumps(event).encode()))
     return bodies[0], bodies[1]
 
 
@@ -257,7 +312,7 @@ def http_request(host: str, body: bytes, headers: dict[str, str]) -> bytes:
     return "\r\n".join(head).encode() + body
 
 
-def sign_calls(seed: bytes, host: str, run_id: str, calls: list[int]) -> list[Pair]:
+def sign_calls(seed: bytes, host: str, run_id: str, calls: list[int]) -> list[SignedCall]:
     """Complete requests for each call, stamped and signed now, ready to write to a socket.
 
     The fixture's timeline is moved so that the caller hangs up now: Telnyx's timestamps are
@@ -268,16 +323,15 @@ def sign_calls(seed: bytes, host: str, run_id: str, calls: list[int]) -> list[Pa
     hangup_end = datetime.fromisoformat(templates[1]["data"]["payload"]["end_time"])
     shift = datetime.fromtimestamp(now, UTC) - hangup_end
     timestamp = int(now)
-    pairs = []
+
+    def signed(webhook: Webhook, body: bytes) -> Signed:
+        return webhook, http_request(host, body, sign(seed, body, timestamp))
+
+    signed_calls = []
     for index in calls:
         initiated, hangup = call_bodies(templates, run_id, index, shift)
-        pairs.append(
-            (
-                http_request(host, initiated, sign(seed, initiated, timestamp)),
-                http_request(host, hangup, sign(seed, hangup, timestamp)),
-            )
-        )
-    return pairs
+        signed_calls.append((signed(*initiated), signed(*hangup)))
+    return signed_calls
 
 
 # --- Load generator ---------------------------------------------------------------------------
@@ -288,15 +342,18 @@ class LoadStats:
     """What the load generator saw: latencies of answered requests, statuses, failures."""
 
     latencies_ns: list[int] = field(default_factory=list)
-    # When each answered request finished, on a clock that runs only during the timed rounds.
+    # When each answered request finished, on a clock that runs only during the timed passes.
     finished_ns: list[int] = field(default_factory=list)
     origin_ns: int = 0
     statuses: Counter = field(default_factory=Counter)
     results: Counter = field(default_factory=Counter)
     exceptions: Counter = field(default_factory=Counter)
     error_samples: list[str] = field(default_factory=list)
+    # The webhooks answered 2xx: each must be in PostgreSQL afterwards.
+    acknowledged: list[Webhook] = field(default_factory=list)
     wall_ns: int = 0
-    rounds: int = 0
+    # How many times the requests were signed (see timed_load).
+    signing_passes: int = 0
 
     @property
     def errors(self) -> dict[str, int]:
@@ -329,13 +386,13 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
 
 
 async def drive_connection(
-    port: int, work: Iterator[Pair], stats: LoadStats, stop_at: float
+    port: int, work: Iterator[SignedCall], stats: LoadStats, stop_at: float
 ) -> None:
     """Send calls from the shared iterator back to back, each call's hangup after its initiated."""
     reader = writer = None
     try:
-        while time.monotonic() < stop_at and (pair := next(work, None)) is not None:
-            for request in pair:
+        while time.monotonic() < stop_at and (call := next(work, None)) is not None:
+            for webhook, request in call:
                 start = time.perf_counter_ns()
                 try:
                     if writer is None:
@@ -354,6 +411,8 @@ async def drive_connection(
                 stats.latencies_ns.append(end - start)
                 stats.finished_ns.append(end - stats.origin_ns)
                 stats.statuses[status] += 1
+                if 200 <= status < 300:
+                    stats.acknowledged.append(webhook)
                 if status == 200:
                     stats.results[json.loads(body).get("result")] += 1
                 else:
@@ -374,40 +433,39 @@ async def close(writer: asyncio.StreamWriter | None) -> None:
 
 
 async def run_load(
-    port: int, pairs: list[Pair], connections: int, stats: LoadStats, stop_at: float = math.inf
+    port: int,
+    calls: list[SignedCall],
+    connections: int,
+    stats: LoadStats,
+    stop_at: float = math.inf,
 ) -> int:
-    """Drive pairs through `connections` connections until done or stop_at; return calls sent."""
-    work = iter(pairs)  # shared: each connection takes the next call when it is free
+    """Drive calls through `connections` connections until done or stop_at; return calls sent."""
+    work = iter(calls)  # shared: each connection takes the next call when it is free
     await asyncio.gather(
         *(drive_connection(port, work, stats, stop_at) for _ in range(connections))
     )
-    return len(pairs) - sum(1 for _ in work)
+    return len(calls) - sum(1 for _ in work)
 
 
 def timed_load(
     port: int, seed: bytes, run_id: str, calls: list[int], connections: int, sample
 ) -> tuple[LoadStats, list[tuple[dict, dict]]]:
-    """The timed part, in as many rounds as the signature window needs; signing is untimed.
+    """The timed part, in as many passes as the signature window needs; signing is untimed.
 
-    Each round sends requests signed just before it and stops taking new calls before those
-    signatures would go stale; returns the stats and a (before, after) CPU sample per round.
+    Each pass sends requests signed just before it and stops taking new calls before those
+    signatures would go stale; returns the stats and a (before, after) CPU sample per pass.
     """
     stats, windows, pending = LoadStats(), [], calls
     while pending:
-        signing_start = time.monotonic()
-        pairs = sign_calls(seed, f"127.0.0.1:{port}", run_id, pending)
-        print(
-            f"  round {stats.rounds + 1}: signed {2 * len(pairs)} webhooks "
-            f"in {time.monotonic() - signing_start:.1f} s"
-        )
-        stop_at = time.monotonic() + ROUND_SECONDS
+        signed_calls = sign_calls(seed, f"127.0.0.1:{port}", run_id, pending)
+        stop_at = time.monotonic() + PASS_SECONDS
         before = sample()
         start = time.perf_counter_ns()
         stats.origin_ns = start - stats.wall_ns
-        sent = asyncio.run(run_load(port, pairs, connections, stats, stop_at))
+        sent = asyncio.run(run_load(port, signed_calls, connections, stats, stop_at))
         stats.wall_ns += time.perf_counter_ns() - start
         windows.append((before, sample()))
-        stats.rounds += 1
+        stats.signing_passes += 1
         pending = pending[sent:]
     return stats, windows
 
@@ -530,7 +588,7 @@ def summarize(stats: LoadStats, calls: int) -> dict[str, Any]:
         "ok": stats.statuses.get(200, 0),
         "wall_seconds": round(wall_s, 3),
         "requests_per_second": round(requests / wall_s, 1),
-        "rounds": stats.rounds,
+        "signing_passes": stats.signing_passes,
         "calls_per_second": round(calls / wall_s, 1),
         "latency_ms": {},
         "errors": stats.errors,
@@ -553,24 +611,44 @@ def summarize(stats: LoadStats, calls: int) -> dict[str, Any]:
     return summary
 
 
-def verify(database_url: str, client: redis.Redis, prefix: str, sent_calls: int) -> dict:
-    """Rows and live state after the run, next to what every acknowledged webhook implies."""
-    counts = {
-        "webhook_events": "SELECT count(*) FROM webhook_events",
-        "call_logs": "SELECT count(*) FROM call_logs",
-        "call_logs_abandoned": "SELECT count(*) FROM call_logs WHERE outcome = 'abandoned'",
-        "inbound_calls_ended": "SELECT count(*) FROM inbound_calls WHERE status = 'ended'",
+def verify(
+    database_url: str, client: redis.Redis, prefix: str, acknowledged: list[Webhook]
+) -> dict[str, Any]:
+    """What every acknowledged webhook implies, against the rows and live state found after it.
+
+    An acknowledged webhook must have its webhook_events row and its call's inbound_calls row; an
+    acknowledged hangup, an ended call and its call log; `missing_rows` counts those not found.
+    Totals above the acknowledged (a webhook applied but its answer lost) are mismatches only.
+    """
+    events = [webhook.event_id for webhook in acknowledged]
+    calls = {webhook.call_control_id for webhook in acknowledged}
+    ended = {w.call_control_id for w in acknowledged if w.event_type == "call.hangup"}
+    among_acknowledged = {
+        "webhook_events": ("SELECT count(*) FROM webhook_events WHERE event_id = ANY(%s)", events),
+        "inbound_calls": (
+            "SELECT count(*) FROM inbound_calls WHERE call_control_id = ANY(%s)",
+            sorted(calls),
+        ),
+        "inbound_calls_ended": (
+            "SELECT count(*) FROM inbound_calls WHERE call_control_id = ANY(%s)"
+            " AND status = 'ended'",
+            sorted(ended),
+        ),
+        "call_logs_abandoned": (
+            "SELECT count(*) FROM call_logs WHERE call_sid = ANY(%s) AND outcome = 'abandoned'",
+            sorted(ended),
+        ),
     }
-    found = {name: query_one(database_url, sql) for name, sql in counts.items()}
+    found = {
+        name: query_one(database_url, sql, (ids,))
+        for name, (sql, ids) in among_acknowledged.items()
+    }
+    expected = {name: len(ids) for name, (_, ids) in among_acknowledged.items()}
+    found["webhook_events_total"] = query_one(database_url, "SELECT count(*) FROM webhook_events")
+    expected["webhook_events_total"] = len(events)
     found["redis_ringing"] = client.zcard(RedisKeys(prefix).ringing)
-    expected = {
-        "webhook_events": 2 * sent_calls,
-        "call_logs": sent_calls,
-        "call_logs_abandoned": sent_calls,
-        "inbound_calls_ended": sent_calls,
-        "redis_ringing": 0,
-    }
-    return {
+    expected["redis_ringing"] = len(calls - ended)
+    counts = {
         name: {
             "found": found[name],
             "expected": expected[name],
@@ -578,55 +656,150 @@ def verify(database_url: str, client: redis.Redis, prefix: str, sent_calls: int)
         }
         for name in expected
     }
+    missing = sum(max(0, expected[name] - found[name]) for name in among_acknowledged)
+    return {"counts": counts, "missing_rows": missing}
+
+
+def median(values: Iterable[float | None], digits: int = 2) -> float | None:
+    """The median of the values there are, rounded; None if there are none."""
+    present = [value for value in values if value is not None]
+    return round(statistics.median(present), digits) if present else None
+
+
+def webhooks_per_second(run: dict[str, Any]) -> float:
+    """A measurement's throughput."""
+    return run["results"]["requests_per_second"]
+
+
+def p99(run: dict[str, Any]) -> float | None:
+    """A measurement's p99 latency in ms, None if no request was answered."""
+    return run["results"]["latency_ms"].get("p99")
+
+
+def window_summary(
+    window: str, runs: list[dict[str, Any]], baseline: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """One batch window over the rounds: medians, errors, and ratios to the baseline window.
+
+    A ratio is the median of the per-round ratios, each between two measurements taken one
+    after the other, so that what the machine was doing at the time weighs on both alike.
+    """
+
+    def ratio(figure: Callable[[dict[str, Any]], float | None]) -> float | None:
+        pairs = [(figure(run), figure(base)) for run, base in zip(runs, baseline, strict=True)]
+        return median((a / b for a, b in pairs if a is not None and b), digits=3)
+
+    errors: Counter = Counter()
+    for run in runs:
+        errors.update(run["results"]["errors"])
+        errors["missing_rows_in_postgresql"] += run["verification"]["missing_rows"]
+    return {
+        "batch_window_ms": window,
+        "batching": "off" if float(window) == 0 else "on",
+        "webhooks_per_second": median((webhooks_per_second(run) for run in runs), digits=1),
+        "latency_ms": {
+            name: median(run["results"]["latency_ms"].get(name) for run in runs)
+            for name in ("p50", "p99")
+        },
+        "errors": {name: n for name, n in errors.items() if n},
+        "cpu_ms_per_webhook": {
+            group: median(
+                1000 * run["cpu"][group]["cpu_seconds"] / run["results"]["requests"] for run in runs
+            )
+            for group in CPU_ROWS
+        },
+        "cpu_percent_of_cores": {
+            group: median((run["cpu"][group]["percent_of_cores"] for run in runs), digits=1)
+            for group in CPU_ROWS
+        },
+        "ratio_to_first_window": {
+            "webhooks_per_second": ratio(webhooks_per_second),
+            "p99": ratio(p99),
+        },
+        "webhooks_per_second_by_round": [webhooks_per_second(run) for run in runs],
+        "p99_ms_by_round": [p99(run) for run in runs],
+        "runs": runs,
+    }
+
+
+CPU_LABELS = {
+    "gunicorn": "gunicorn workers",
+    "postgres": "PostgreSQL",
+    "redis": "Redis",
+    "load_generator": "load generator",
+    "other": "other processes",
+    "machine_busy": "whole machine",
+}
 
 
 def print_report(report: dict[str, Any]) -> None:
-    """The human-readable summary."""
-    p, r, cpu = report["parameters"], report["results"], report["cpu"]
+    """The human-readable summary: the windows side by side, then what went wrong, if anything."""
+    p, windows, nproc = report["parameters"], report["windows"], report["machine"]["nproc"]
+    first = windows[0]["batch_window_ms"]
+
+    def row(label: str, values: Iterable[str]) -> None:
+        print(f"  {label:<32}" + "".join(f"{value:>16}" for value in values))
+
+    def figures(values: Iterable[float | None], spec: str) -> list[str]:
+        return ["-" if value is None else format(value, spec) for value in values]
+
     print()
     print(
-        f"webhook throughput: {p['calls']} calls = {p['webhooks']} webhooks, "
-        f"{p['connections']} connections, {p['workers']} gunicorn workers, "
-        f"DB_POOL_SIZE={p['db_pool_size']}, {report['machine']['nproc']} cores"
+        f"webhook throughput: {p['rounds']} rounds x {p['calls']} calls = {p['webhooks']} "
+        f"webhooks per measurement, {p['connections']} connections, {p['workers']} gunicorn "
+        f"workers, DB_POOL_SIZE={p['db_pool_size']}, WEBHOOK_BATCH_MAX_EVENTS="
+        f"{p['batch_max_events']}, {nproc} cores"
     )
-    print(f"  requests      {r['requests']} in {r['wall_seconds']:.2f} s")
+    print(f"  order of the measurements, round by round: {' | '.join(map(','.join, p['order']))}")
+    print()
+    row("WEBHOOK_BATCH_WINDOW_MS", (f"{w['batch_window_ms']} ({w['batching']})" for w in windows))
+    row("webhooks/s, median", figures((w["webhooks_per_second"] for w in windows), ".0f"))
+    ratios = [w["ratio_to_first_window"] for w in windows]
+    row(
+        f"  ratio to {first}, median of rounds",
+        figures((r["webhooks_per_second"] for r in ratios), ".3f"),
+    )
+    row(
+        "  by round", (" ".join(figures(w["webhooks_per_second_by_round"], ".0f")) for w in windows)
+    )
+    row("latency p50 ms, median", figures((w["latency_ms"]["p50"] for w in windows), ".1f"))
+    row("latency p99 ms, median", figures((w["latency_ms"]["p99"] for w in windows), ".1f"))
+    row(f"  ratio to {first}, median of rounds", figures((r["p99"] for r in ratios), ".3f"))
+    row("  by round", (" ".join(figures(w["p99_ms_by_round"], ".0f")) for w in windows))
+    row("errors (all rounds)", (str(sum(w["errors"].values())) for w in windows))
+    row("CPU ms per webhook, median", ("" for _ in windows))
+    for group in CPU_ROWS:
+        values = (w["cpu_ms_per_webhook"][group] for w in windows)
+        row(f"  {CPU_LABELS[group]}", figures(values, ".3f"))
+    row(f"CPU % of {nproc} cores, median", ("" for _ in windows))
+    for group in CPU_ROWS:
+        values = (w["cpu_percent_of_cores"][group] for w in windows)
+        row(f"  {CPU_LABELS[group]}", figures(values, ".1f"))
+    print()
+
+    runs = [run for window in windows for run in window["runs"]]
+    events = [run["verification"]["counts"]["webhook_events"] for run in runs]
+    missing = sum(run["verification"]["missing_rows"] for run in runs)
     print(
-        f"  throughput    {r['requests_per_second']:.0f} webhooks/s "
-        f"({r['calls_per_second']:.0f} calls/s)"
+        f"  durable: {sum(check['found'] for check in events)} of "
+        f"{sum(check['expected'] for check in events)} acknowledged webhooks (warm-ups included) "
+        f"in webhook_events; rows they imply missing (events, calls, call logs): {missing}"
     )
-    by_tenth = " ".join(f"{rate:.0f}" for rate in r["requests_per_second_by_tenth"])
-    print(f"  by tenth      {by_tenth} (requests/s over each tenth of the run)")
-    if r["latency_ms"]:
-        lat = r["latency_ms"]
-        print(
-            f"  latency ms    p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  "
-            f"max {lat['max']:.2f}  (mean {lat['mean']:.2f})"
-        )
-    print(f"  errors        {r['errors'] or 'none'}")
-    print(f"  results       {r['results']}")
-    for sample in r["error_samples"][:5]:
-        print(f"    e.g. {sample}")
-    print(f"  CPU over the timed part (% of {report['machine']['nproc']} cores):")
-    for group in (*GROUPS, "other", "machine_busy"):
-        seconds, percent = cpu[group]["cpu_seconds"], cpu[group]["percent_of_cores"]
-        print(f"    {group:<15} {seconds:7.2f} s  {percent:5.1f} %")
-    print(f"    gunicorn workers (s): {cpu['gunicorn']['workers_cpu_seconds']}")
-    print(f"    other, by process (s): {cpu['other']['top_processes_cpu_seconds']}")
-    v = report["verification"]
-    print(f"  postgresql sessions opened during the timed part: {v['postgresql_sessions']}")
-    print("  durable after the run (found / expected, warm-up included):")
-    for name, check in v["counts"].items():
-        mark = "ok" if check["ok"] else "MISMATCH"
-        print(f"    {name:<20} {check['found']:>7} / {check['expected']:<7} {mark}")
-    log = report["gunicorn_log"]
-    if log["notable"]:
-        print(
-            f"  gunicorn log: {log['lines']} lines; not routine INFO (last {len(log['notable'])}):"
-        )
-        for line in log["notable"][-15:]:
-            print(f"    {line}")
-    for note in report["notes"]:
-        print(f"  note: {note}")
+    for run in sorted(runs, key=lambda run: (run["round"], run["position"])):
+        where = f"round {run['round']}, window {run['batch_window_ms']}"
+        for name, check in run["verification"]["counts"].items():
+            if not check["ok"]:
+                print(f"    {where}: {name} {check['found']} / {check['expected']} MISMATCH")
+        if run["results"]["errors"]:
+            print(f"    {where}: errors {run['results']['errors']}")
+            for sample in run["results"]["error_samples"][:3]:
+                print(f"      e.g. {sample}")
+        if notable := run["gunicorn_log"]["notable"]:
+            print(f"    {where}: gunicorn log, not routine INFO (last {min(5, len(notable))}):")
+            for line in notable[-5:]:
+                print(f"      {line}")
+        for note in run["notes"]:
+            print(f"    {where}: note: {note}")
     print(f"  written to {report['output']}")
 
 
@@ -645,48 +818,104 @@ def database_sessions(database_url: str, name: str) -> int:
     )
 
 
-def run(args: argparse.Namespace, run_id: str, client: redis.Redis, log_file) -> dict[str, Any]:
-    """Set everything up, warm up, run the timed part, verify, and tear it all down."""
-    database_name = f"telnyx_flask_bench_{run_id}"
-    redis_prefix = f"telnyx-flask-bench:{run_id}:"
+def measure(
+    args: argparse.Namespace,
+    window: str,
+    measurement_id: str,
+    signing_key: SigningKey,
+    client: redis.Redis,
+    log_file: IO[bytes],
+) -> dict[str, Any]:
+    """One measurement: fresh stores, gunicorn with this batch window, warm-up, timed, verified."""
+    database_name = f"telnyx_flask_bench_{measurement_id}"
+    redis_prefix = f"telnyx-flask-bench:{measurement_id}:"
     warmup_calls = args.warmup // 2
-    signing_key = SigningKey.generate()
     public_key = base64.b64encode(bytes(signing_key.verify_key)).decode()
+    seed = bytes(signing_key)
     port = free_port()
     host = f"127.0.0.1:{port}"
-
-    seed = bytes(signing_key)
+    # gunicorn appends to the log the measurements share; this one's lines start here.
+    log_start = os.fstat(log_file.fileno()).st_size
 
     try:
         with throwaway_database(args.database_admin_url, database_name) as database_url:
             env = gunicorn_env(args, database_url, redis_prefix, public_key, port)
+            env.update(
+                WEBHOOK_BATCH_WINDOW_MS=window,
+                WEBHOOK_BATCH_MAX_EVENTS=str(args.batch_max_events),
+            )
             with running_gunicorn(env, log_file) as gunicorn:
                 wait_ready(gunicorn, port)
-                print(f"gunicorn ready on {host}; database {database_name}; prefix {redis_prefix}")
-                print(f"warm-up: {2 * warmup_calls} requests")
                 warm_stats = LoadStats()
-                warmup = sign_calls(seed, host, run_id, list(range(warmup_calls)))
+                warmup = sign_calls(seed, host, measurement_id, list(range(warmup_calls)))
                 asyncio.run(run_load(port, warmup, args.connections, warm_stats))
                 sessions_before = database_sessions(database_url, database_name)
-                print(f"timed part: {2 * args.calls} requests, {args.connections} connections")
                 timed = list(range(warmup_calls, warmup_calls + args.calls))
-                stats, windows = timed_load(
-                    port, seed, run_id, timed, args.connections, lambda: cpu_sample(gunicorn.pid)
+                stats, samples = timed_load(
+                    port,
+                    seed,
+                    measurement_id,
+                    timed,
+                    args.connections,
+                    lambda: cpu_sample(gunicorn.pid),
                 )
                 sessions = database_sessions(database_url, database_name) - sessions_before
-                counts = verify(database_url, client, redis_prefix, warmup_calls + args.calls)
+                # While gunicorn still runs: an acknowledged webhook must already be committed.
+                durable = verify(
+                    database_url,
+                    client,
+                    redis_prefix,
+                    warm_stats.acknowledged + stats.acknowledged,
+                )
             master_pid, exit_status = gunicorn.pid, gunicorn.returncode
     finally:
-        removed = delete_redis_keys(client, redis_prefix)
-        print(f"cleaned up: dropped database {database_name}, deleted {removed} redis keys")
+        delete_redis_keys(client, redis_prefix)
 
     notes = []
     if warm_stats.errors:
         notes.append(f"warm-up errors: {warm_stats.errors}")
-    if stats.rounds > 1:
-        notes.append(f"re-signed between {stats.rounds} rounds to stay in the signature window")
-    log_file.flush()
-    lines, notable = notable_log_lines(Path(log_file.name))
+    if stats.signing_passes > 1:
+        notes.append(f"signed in {stats.signing_passes} passes to stay in the signature window")
+    lines, notable = notable_log_lines(Path(log_file.name), start=log_start)
+    return {
+        "batch_window_ms": window,
+        "results": summarize(stats, args.calls),
+        "cpu": cpu_split(samples, stats.wall_ns / 1e9, master_pid),
+        "verification": {**durable, "postgresql_sessions": sessions},
+        "gunicorn_log": {"lines": lines, "notable": notable, "exit_status": exit_status},
+        "notes": notes,
+    }
+
+
+def run(
+    args: argparse.Namespace, run_id: str, client: redis.Redis, log_file: IO[bytes]
+) -> dict[str, Any]:
+    """Measure every batch window once a round, reversing their order every other round."""
+    signing_key = SigningKey.generate()
+    order = [
+        args.batch_windows if index % 2 == 0 else args.batch_windows[::-1]
+        for index in range(args.rounds)
+    ]
+    runs: dict[str, list[dict[str, Any]]] = {window: [] for window in args.batch_windows}
+    print(
+        f"{args.rounds} rounds x {len(args.batch_windows)} batch windows, {2 * args.calls} timed "
+        f"webhooks each ({2 * (args.warmup // 2)} warm-up), {args.connections} connections"
+    )
+    for round_index, windows in enumerate(order):
+        for position, window in enumerate(windows):
+            start = time.monotonic()
+            measurement_id = f"{run_id}_{round_index + 1}_{position + 1}"
+            measurement = measure(args, window, measurement_id, signing_key, client, log_file)
+            runs[window].append({"round": round_index + 1, "position": position + 1, **measurement})
+            results, missing = measurement["results"], measurement["verification"]["missing_rows"]
+            print(
+                f"  round {round_index + 1}/{args.rounds}, WEBHOOK_BATCH_WINDOW_MS={window}: "
+                f"{results['requests_per_second']:.0f} webhooks/s, "
+                f"p50 {results['latency_ms'].get('p50', '-')} ms, "
+                f"p99 {results['latency_ms'].get('p99', '-')} ms, "
+                f"errors {results['errors'] or 'none'}, missing rows {missing} "
+                f"({time.monotonic() - start:.0f} s)"
+            )
     return {
         "benchmark": "webhook_throughput",
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -698,22 +927,25 @@ def run(args: argparse.Namespace, run_id: str, client: redis.Redis, log_file) ->
             "redis": client.info("server")["redis_version"],
         },
         "parameters": {
+            "batch_windows_ms": args.batch_windows,
+            "batch_max_events": args.batch_max_events,
+            "rounds": args.rounds,
+            "order": order,
             "calls": args.calls,
             "webhooks": 2 * args.calls,
             "connections": args.connections,
             "workers": args.workers,
             "db_pool_size": args.db_pool_size,
-            "warmup_requests": 2 * warmup_calls,
+            "warmup_requests": 2 * (args.warmup // 2),
             "quick": args.quick,
             "worker_class": "gevent",
             "log_level": "INFO",
             "ring_timeout_seconds": 600,
         },
-        "results": summarize(stats, args.calls),
-        "cpu": cpu_split(windows, stats.wall_ns / 1e9, master_pid),
-        "verification": {"counts": counts, "postgresql_sessions": sessions},
-        "gunicorn_log": {"lines": lines, "notable": notable, "exit_status": exit_status},
-        "notes": notes,
+        "windows": [
+            window_summary(window, runs[window], runs[args.batch_windows[0]])
+            for window in args.batch_windows
+        ],
         "output": str(args.output),
     }
 
@@ -744,7 +976,7 @@ def run_with_cleanup(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark once, print the summary and write the JSON report."""
+    """Run the benchmark, print the summary and write the JSON report; 1 if rows are missing."""
     args = parse_args(argv)
     report = run_with_cleanup(args, run, "bench-gunicorn-")
     if report is None:
@@ -752,7 +984,9 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print_report(report)
-    return 0
+    windows = report["windows"]
+    missing = sum(window["errors"].get("missing_rows_in_postgresql", 0) for window in windows)
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":
