@@ -11,12 +11,13 @@ CREATE FUNCTION apply_call_events(
     p_record_calls boolean DEFAULT false) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
-    results jsonb := '[]';
+    -- An array, appended in place, not a jsonb array: `jsonb || jsonb` would copy every result
+    -- so far at each event.
+    results jsonb[] := '{}';
 BEGIN
     FOR i IN 1 .. jsonb_array_length(p_events) LOOP
-        results := results || jsonb_build_array(
-            apply_call_event(p_events -> (i - 1), p_bodies[i], p_record_calls));
+        results := results || apply_call_event(p_events -> (i - 1), p_bodies[i], p_record_calls);
     END LOOP;
-    RETURN results;
+    RETURN to_jsonb(results);
 END
 $$;
