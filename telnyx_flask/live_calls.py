@@ -25,6 +25,7 @@ from .redis_store import (
     REDIS_ERRORS,
     RedisClient,
     RedisKeys,
+    SentinelTarget,
     create_redis,
     lua_script,
     run_over_members,
@@ -47,6 +48,7 @@ class LiveCalls:
         self._hold = client.register_script(lua_script("hold_claim.lua"))
         self._finish_rebuild = client.register_script(lua_script("finish_rebuild.lua"))
         self._stale_claims = client.register_script(lua_script("stale_claims.lua"))
+        self._live_generation = client.register_script(lua_script("live_generation.lua"))
 
     def apply_call_state(
         self,
@@ -256,12 +258,16 @@ class LiveCalls:
         """True when Redis answers."""
         return bool(self.client.ping())
 
-    def has_generation(self) -> bool:
-        """False when the marker is gone: Redis lost its data and must be rebuilt."""
+    def live_generation(self) -> tuple[bool, str]:
+        """(whether the live state here was built from PostgreSQL, this Redis's replication
+        id). False when the marker is gone (Redis lost its data) or was built on another
+        replication id (a failover, which may have lost writes): rebuild, then mark it with the
+        replication id returned."""
         try:
-            return bool(self.client.exists(self.keys.generation))
+            built, replid = self._live_generation(keys=[self.keys.generation])
         except REDIS_ERRORS as exc:
             raise StorageUnavailable("redis", str(exc)) from exc
+        return bool(built), text(replid)
 
     def lock_rebuild(self, token: str, ttl_ms: int) -> bool:
         """Take the rebuild lock (one rebuilder at a time, everywhere); False if held."""
@@ -309,7 +315,18 @@ def get_live() -> LiveCalls:
 
 def init_app(app: Flask, client: RedisClient | None = None) -> None:
     """Create the Redis client once for this app (tests may pass their own)."""
-    client = client or create_redis(app.config["REDIS_URL"], app.config["REDIS_POOL_SIZE"])
+    sentinel = (
+        SentinelTarget(
+            app.config["REDIS_SENTINELS"],
+            app.config["REDIS_SENTINEL_MASTER"],
+            app.config["REDIS_SENTINEL_PASSWORD"],
+        )
+        if app.config["REDIS_SENTINELS"]
+        else None
+    )
+    client = client or create_redis(
+        app.config["REDIS_URL"], app.config["REDIS_POOL_SIZE"], sentinel
+    )
     app.extensions["live"] = LiveCalls(
         client, RedisKeys(app.config["REDIS_PREFIX"]), app.config["REDIS_STREAM_MAXLEN"]
     )

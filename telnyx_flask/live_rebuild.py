@@ -1,7 +1,8 @@
 """PostgreSQL is the truth; Redis is rebuilt from it (invariant 10).
 
 Redis may lose everything: a restart without persistence, a failover that loses writes,
-eviction. A generation marker key says the live state was built; whoever finds it missing (each
+eviction. A generation marker key says the live state was built, and on which Redis (its
+replication id, which a failover changes); whoever finds it missing or from another Redis (each
 worker's background loop, every second, and /readyz) rebuilds the state of every call that is
 not over from `inbound_calls`, under a lock so that one process does it, then writes a new
 marker and a `reset` to the event stream, which makes every page take a fresh snapshot.
@@ -29,7 +30,8 @@ SELECT call_view(c), (EXTRACT(EPOCH FROM c.created_at) * 1000)::bigint, u.id::te
 
 def ensure_live_state(db: Database, live: LiveCalls) -> int | None:
     """Rebuild live state if Redis lost it; the number of calls restored, None if not needed."""
-    if live.has_generation():
+    built, replid = live.live_generation()
+    if built:
         return None
     token = uuid.uuid4().hex
     if not live.lock_rebuild(token, REBUILD_LOCK_MS):
@@ -42,7 +44,8 @@ def ensure_live_state(db: Database, live: LiveCalls) -> int | None:
         # from then. A newer state already in Redis (a webhook since the loss) wins.
         claimed_by = (agent_id, agent_name or "") if agent_id else None
         live.apply_call_state(call, arrived_ms=arrived_ms, claimed_by=claimed_by, quiet=True)
-    live.finish_rebuild(token, uuid.uuid4().hex, REBUILT_REASON)
+    # Marked with the Redis it was built on: after a failover the marker no longer matches.
+    live.finish_rebuild(token, f"{uuid.uuid4().hex} {replid}", REBUILT_REASON)
     # A fresh Redis with nothing to restore is a normal start; restoring calls means a loss.
     level = logging.WARNING if rows else logging.INFO
     log.log(level, "rebuilt the live state of %d call(s) from PostgreSQL", len(rows))

@@ -23,8 +23,9 @@ def rebuild(app):
 
 @pytest.fixture
 def built(app, redis_client, redis_prefix):
-    """Live state as a running service has it: marked with a generation."""
-    redis_client.set(f"{redis_prefix}live:generation", "running")
+    """Live state as a running service has it: marked with a generation, built on this Redis."""
+    replid = redis_client.info("replication")["master_replid"]
+    redis_client.set(f"{redis_prefix}live:generation", f"running {replid}")
     return app
 
 
@@ -85,6 +86,26 @@ def test_it_happens_once_while_the_marker_is_there(built, post_webhook, redis_cl
     post_webhook(load_fixture("01_call.initiated.json"))
     assert rebuild(built) is None
     assert redis_client.xlen(f"{redis_prefix}events") == 1  # just call.ringing
+
+
+def test_a_marker_built_on_another_redis_means_a_failover_and_a_rebuild(
+    built, post_webhook, redis_client, redis_prefix
+):
+    """After a failover the promoted replica holds the marker it copied, but not the writes the
+    old primary never passed on: a marker from another replication id is rebuilt from."""
+    post_webhook(load_fixture("01_call.initiated.json"))
+    redis_client.set(f"{redis_prefix}live:generation", "running 0123456789abcdef")
+    # A write the old primary took and lost with it:
+    redis_client.delete(f"{redis_prefix}call:{CALLER}")
+    redis_client.zrem(f"{redis_prefix}calls:ringing", CALLER)
+
+    assert rebuild(built) == 1
+    assert redis_client.zscore(f"{redis_prefix}calls:ringing", CALLER) is not None
+    replid = redis_client.info("replication")["master_replid"]
+    marker = redis_client.get(f"{redis_prefix}live:generation")
+    assert marker.endswith(f" {replid}")
+    # Marked with this Redis now: no second rebuild.
+    assert rebuild(built) is None
 
 
 def test_only_one_process_rebuilds_at_a_time(built, redis_client, redis_prefix):
