@@ -216,6 +216,35 @@ def redis_settings(env: Mapping[str, str]) -> tuple[str, str]:
     return url, prefix
 
 
+def sentinel_settings(env: Mapping[str, str], redis_url: str) -> tuple[tuple[str, int], ...]:
+    """REDIS_SENTINELS as (host, port) pairs; empty when Sentinel is not used. With sentinels,
+    REDIS_SENTINEL_MASTER names the monitored primary, and REDIS_URL gives only what the
+    connections to it need (its database number, password, TLS): its host is the sentinels'
+    to say."""
+    listed = _text(env, "REDIS_SENTINELS")
+    if listed is None:
+        if _text(env, "REDIS_SENTINEL_MASTER") is not None:
+            raise ConfigError("REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not")
+        return ()
+    sentinels = []
+    for item in listed.split(","):
+        host, _, port = item.strip().rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"REDIS_SENTINELS must be host:port[,host:port...], got {item.strip()!r}"
+            )
+        sentinels.append((host, int(port)))
+    if _text(env, "REDIS_SENTINEL_MASTER") is None:
+        raise ConfigError("REDIS_SENTINELS is set: REDIS_SENTINEL_MASTER must name the primary")
+    if urlsplit(redis_url).scheme not in ("redis", "rediss"):
+        raise ConfigError(
+            "REDIS_SENTINELS works with a redis:// or rediss:// REDIS_URL (for the database, "
+            f"password and TLS), got {redis_url!r}"
+        )
+    return tuple(sentinels)
+
+
 def _hash_tag(prefix: str) -> str:
     """What Redis Cluster hashes a key under this prefix by: the text inside the first `{...}`
     when it is not empty (else the whole key, so there is no shared tag)."""
@@ -349,6 +378,9 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
         "DB_STATEMENT_TIMEOUT_MS": _integer(env, "DB_STATEMENT_TIMEOUT_MS", 5000, 100, 600_000),
         "REDIS_URL": redis_url,
         "REDIS_PREFIX": redis_prefix,
+        "REDIS_SENTINELS": sentinel_settings(env, redis_url),
+        "REDIS_SENTINEL_MASTER": _text(env, "REDIS_SENTINEL_MASTER"),
+        "REDIS_SENTINEL_PASSWORD": _text(env, "REDIS_SENTINEL_PASSWORD"),
         "REDIS_POOL_SIZE": _integer(env, "REDIS_POOL_SIZE", 50, 2, 10_000),
         "REDIS_STREAM_MAXLEN": _integer(env, "REDIS_STREAM_MAXLEN", 10_000, 100, 10_000_000),
         "TELNYX_API_KEY": api_key,

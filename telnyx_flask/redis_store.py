@@ -1,6 +1,6 @@
-"""Redis, as every part of the service uses it: the client (one server, or a Redis Cluster), the
-errors that mean "Redis is unreachable", the key templates under one prefix, and the package's Lua
-scripts."""
+"""Redis, as every part of the service uses it: the client (one server, a primary found through
+Sentinel, or a Redis Cluster), the errors that mean "Redis is unreachable", the key templates
+under one prefix, and the package's Lua scripts."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from typing import Any
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.connection import parse_url
 from redis.exceptions import ClusterError, RedisClusterException
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 # Either client: every use goes through commands both have (scripts, MULTI on one slot, XREAD).
 RedisClient = redis.Redis | redis.RedisCluster
@@ -48,12 +50,31 @@ def _retry() -> Retry:
     return Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=2)
 
 
-def create_redis(url: str, pool_size: int) -> RedisClient:
+class BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """redis-py's Sentinel pool (each new connection asks the sentinels where the primary is,
+    and connections to a demoted one are dropped) that waits for a free connection, as
+    BlockingConnectionPool does, instead of failing when all are in use."""
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    """Where Redis is when Sentinel is used: the sentinels, the primary's name, and the
+    sentinels' own password, if they have one."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    password: str | None = None
+
+
+def create_redis(url: str, pool_size: int, sentinel: SentinelTarget | None = None) -> RedisClient:
     """A client over blocking pools: callers wait for a connection instead of failing at 100.
 
     A cluster URL names any one node; the client finds the others and follows slot moves. It
-    gets the same timeouts, with a blocking pool of `pool_size` per node.
+    gets the same timeouts, with a blocking pool of `pool_size` per node. With `sentinel`, the
+    sentinels say where the primary is, and the URL gives the rest (database, password, TLS).
     """
+    if sentinel is not None:
+        return _sentinel_primary(url, sentinel, pool_size)
     if is_cluster_url(url):
         scheme, rest = url.split("://", 1)
         return redis.RedisCluster.from_url(
@@ -75,6 +96,34 @@ def create_redis(url: str, pool_size: int) -> RedisClient:
         health_check_interval=30,
     )
     return redis.Redis(connection_pool=pool)
+
+
+def _sentinel_primary(url: str, target: SentinelTarget, pool_size: int) -> redis.Redis:
+    options = parse_url(url)
+    for name in ("host", "port", "path"):
+        options.pop(name, None)
+    # SentinelConnectionPool picks its own (TLS or not) connection class from `ssl`.
+    ssl = options.pop("connection_class", None) is redis.SSLConnection
+    sentinel = Sentinel(
+        list(target.sentinels),
+        sentinel_kwargs={
+            "password": target.password,
+            "socket_connect_timeout": 1,
+            "socket_timeout": 1,
+        },
+    )
+    return sentinel.master_for(
+        target.master,
+        connection_pool_class=BlockingSentinelPool,
+        retry=_retry(),
+        max_connections=pool_size,
+        timeout=5,
+        socket_connect_timeout=3,
+        socket_timeout=5,
+        health_check_interval=30,
+        ssl=ssl,
+        **options,
+    )
 
 
 # Settings of the shared client's pools that a blocking reader must not inherit.
@@ -100,6 +149,21 @@ def create_blocking_reader(client: RedisClient) -> RedisClient:
             **options,
         )
     shared = client.connection_pool
+    if isinstance(shared, SentinelConnectionPool):
+        options = {
+            name: value
+            for name, value in shared.connection_kwargs.items()
+            if name not in ("connection_pool", "connection_class")
+        }
+        return redis.Redis(
+            connection_pool=SentinelConnectionPool(
+                shared.service_name,
+                shared.sentinel_manager,
+                connection_class=shared.connection_class,
+                max_connections=1,
+                **{**options, "socket_timeout": None},
+            )
+        )
     pool = redis.ConnectionPool(
         connection_class=shared.connection_class,
         max_connections=1,

@@ -37,6 +37,23 @@ def test_production_defaults():
     assert config["REDIS_PREFIX"] == "{telnyx-flask}:"
     assert config["WEBHOOK_BATCH_WINDOW_MS"] == 2.0
     assert config["WEBHOOK_BATCH_MAX_EVENTS"] == 64
+    assert config["REDIS_SENTINELS"] == ()
+
+
+def test_sentinels_are_read_as_addresses():
+    config = config_from_environment(
+        {
+            **PRODUCTION,
+            "REDIS_SENTINELS": "10.0.0.1:26379, sentinel-b:26380,[::1]:26381",
+            "REDIS_SENTINEL_MASTER": "telnyx",
+        }
+    )
+    assert config["REDIS_SENTINELS"] == (
+        ("10.0.0.1", 26379),
+        ("sentinel-b", 26380),
+        ("::1", 26381),
+    )
+    assert config["REDIS_SENTINEL_MASTER"] == "telnyx"
 
 
 @pytest.mark.parametrize("url", ["redis+cluster://10.0.0.5:6379", "rediss+cluster://h:6380/0"])
@@ -93,6 +110,20 @@ def test_database_url_wins_over_db_parts():
         ({"REDIS_URL": "redis://127.0.0.1:6379/0?protocol=3"}, "only protocol=2 \\(RESP2\\)"),
         ({"TELNYX_API_BASE": "ftp://x"}, "TELNYX_API_BASE must be a http/https URL"),
         ({"RECORD_CALLS": "sometimes"}, "RECORD_CALLS must be true or false"),
+        ({"REDIS_SENTINELS": "10.0.0.1:26379"}, "REDIS_SENTINEL_MASTER must name the primary"),
+        ({"REDIS_SENTINEL_MASTER": "main"}, "REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS"),
+        (
+            {"REDIS_SENTINELS": "10.0.0.1", "REDIS_SENTINEL_MASTER": "main"},
+            "REDIS_SENTINELS must be host:port",
+        ),
+        (
+            {
+                "REDIS_SENTINELS": "10.0.0.1:26379",
+                "REDIS_SENTINEL_MASTER": "main",
+                "REDIS_URL": "redis+cluster://10.0.0.5:6379",
+            },
+            "REDIS_SENTINELS works with a redis:// or rediss:// REDIS_URL",
+        ),
         ({"WEBHOOK_BATCH_WINDOW_MS": "-1"}, "WEBHOOK_BATCH_WINDOW_MS must be between 0"),
         ({"WEBHOOK_BATCH_WINDOW_MS": "soon"}, "WEBHOOK_BATCH_WINDOW_MS must be a number"),
         ({"WEBHOOK_BATCH_MAX_EVENTS": "0"}, "WEBHOOK_BATCH_MAX_EVENTS must be between 1"),
