@@ -114,7 +114,10 @@ def apply_events(
                 outcomes[i] = announced
             else:
                 outcomes[i] = AppliedEvent(result, tuple(announced))
-    return [outcome for outcome in outcomes if outcome is not None]
+    finished = [outcome for outcome in outcomes if outcome is not None]
+    if len(finished) != len(batch):
+        raise RuntimeError(f"{len(batch) - len(finished)} event(s) of a batch got no outcome")
+    return finished
 
 
 def apply_batch(batch: list[Incoming]) -> list[AppliedEvent | ApiError]:
