@@ -376,6 +376,8 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
         "DB_POOL_SIZE": _integer(env, "DB_POOL_SIZE", 10, 1, 500),
         "DB_POOL_TIMEOUT": _integer(env, "DB_POOL_TIMEOUT", 5, 1, 300),
         "DB_STATEMENT_TIMEOUT_MS": _integer(env, "DB_STATEMENT_TIMEOUT_MS", 5000, 100, 600_000),
+        # DATABASE_URL names PgBouncer in transaction mode: no session settings at connect.
+        "DB_PGBOUNCER": _boolean(env, "DB_PGBOUNCER", False),
         "REDIS_URL": redis_url,
         "REDIS_PREFIX": redis_prefix,
         "REDIS_SENTINELS": sentinel_settings(env, redis_url),

@@ -40,6 +40,11 @@ def test_production_defaults():
     assert config["REDIS_SENTINELS"] == ()
 
 
+def test_pgbouncer_is_off_unless_said():
+    assert config_from_environment(PRODUCTION)["DB_PGBOUNCER"] is False
+    assert config_from_environment({**PRODUCTION, "DB_PGBOUNCER": "true"})["DB_PGBOUNCER"] is True
+
+
 def test_sentinels_are_read_as_addresses():
     config = config_from_environment(
         {
@@ -110,6 +115,7 @@ def test_database_url_wins_over_db_parts():
         ({"REDIS_URL": "redis://127.0.0.1:6379/0?protocol=3"}, "only protocol=2 \\(RESP2\\)"),
         ({"TELNYX_API_BASE": "ftp://x"}, "TELNYX_API_BASE must be a http/https URL"),
         ({"RECORD_CALLS": "sometimes"}, "RECORD_CALLS must be true or false"),
+        ({"DB_PGBOUNCER": "transaction"}, "DB_PGBOUNCER must be true or false"),
         ({"REDIS_SENTINELS": "10.0.0.1:26379"}, "REDIS_SENTINEL_MASTER must name the primary"),
         ({"REDIS_SENTINEL_MASTER": "main"}, "REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS"),
         (
