@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 from flask import Flask, current_app
 
+from . import metrics
 from .call_status import call_summary, live_fields, summaries
 from .errors import StorageUnavailable
-from .event_stream import EventStream
+from .event_stream import EventStream, parse_stream_id
 from .redis_store import (
     ACTIVE_CALL_TTL_SECONDS,
     ENDED_CALL_TTL_SECONDS,
@@ -129,12 +131,16 @@ class LiveCalls:
             )
         except REDIS_ERRORS as exc:
             raise StorageUnavailable("redis", str(exc)) from exc
-        return [
-            [text(name) for name in detail]
-            if text(status) == "ok"
-            else StorageUnavailable("redis", text(detail))
-            for status, detail in replies
-        ]
+        outcomes: list[list[str] | StorageUnavailable] = []
+        for state, (status, detail) in zip(states, replies, strict=True):
+            if text(status) != "ok":
+                outcomes.append(StorageUnavailable("redis", text(detail)))
+                continue
+            announced = [text(name) for name in detail]
+            if "call.ended" in announced:  # announced once per call, whichever worker did it
+                metrics.CALLS_ENDED.labels(state["ended"]["outcome"] or "unknown").inc()
+            outcomes.append(announced)
+        return outcomes
 
     def ringing_calls(self) -> list[dict[str, Any]]:
         """The calls ringing now, oldest first."""
@@ -308,6 +314,33 @@ class Claim:
     ringing_since_ms: int | None = None  # when it started ringing here (a fresh claim)
 
 
+def _live_gauges(live: LiveCalls) -> Iterator[tuple[str, str, dict[str, str], float]]:
+    """Scrape-time facts from Redis, one value for the whole service: calls ringing now, how
+    long the longest has rung, and when the newest event-stream entry was written."""
+    keys = live.keys
+    with live.client.pipeline(transaction=False) as pipe:
+        pipe.zcard(keys.ringing)
+        pipe.zrange(keys.ringing, 0, 0, withscores=True)
+        pipe.xrevrange(keys.events, count=1)
+        ringing, oldest, newest = pipe.execute()
+    yield ("telnyx_flask_calls_ringing", "Calls ringing now, not yet taken", {}, float(ringing))
+    waited = time.time() - oldest[0][1] / 1000 if oldest else 0.0
+    yield (
+        "telnyx_flask_longest_ringing_seconds",
+        "How long the call ringing longest has rung (0 when none is ringing)",
+        {},
+        max(0.0, waited),
+    )
+    newest_id = parse_stream_id(text(newest[0][0])) if newest else None
+    if newest_id is not None:
+        yield (
+            "telnyx_flask_stream_newest_entry_seconds",
+            "Time (Unix seconds, from its stream id) of the newest entry on the event stream",
+            {},
+            newest_id[0] / 1000,
+        )
+
+
 def get_live() -> LiveCalls:
     """The application's LiveCalls."""
     return current_app.extensions["live"]
@@ -327,6 +360,8 @@ def init_app(app: Flask, client: RedisClient | None = None) -> None:
     client = client or create_redis(
         app.config["REDIS_URL"], app.config["REDIS_POOL_SIZE"], sentinel
     )
-    app.extensions["live"] = LiveCalls(
+    live = LiveCalls(
         client, RedisKeys(app.config["REDIS_PREFIX"]), app.config["REDIS_STREAM_MAXLEN"]
     )
+    app.extensions["live"] = live
+    metrics.add_scrape_gauges(app, lambda: _live_gauges(live))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from . import metrics
 from .db import Database
 from .live_calls import LiveCalls
 
@@ -46,6 +47,8 @@ def ensure_live_state(db: Database, live: LiveCalls) -> int | None:
         live.apply_call_state(call, arrived_ms=arrived_ms, claimed_by=claimed_by, quiet=True)
     # Marked with the Redis it was built on: after a failover the marker no longer matches.
     live.finish_rebuild(token, f"{uuid.uuid4().hex} {replid}", REBUILT_REASON)
+    metrics.LIVE_REBUILDS.inc()
+    metrics.LIVE_REBUILT_CALLS.inc(len(rows))
     # A fresh Redis with nothing to restore is a normal start; restoring calls means a loss.
     level = logging.WARNING if rows else logging.INFO
     log.log(level, "rebuilt the live state of %d call(s) from PostgreSQL", len(rows))

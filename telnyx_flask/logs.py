@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 
 from flask import Flask, Response, g, has_request_context, request
 
+from . import metrics
+
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Extra fields a log call may pass (extra={...}); the formatter shows whichever are present.
 FIELDS = (
@@ -99,7 +101,7 @@ def configure(level: str, fmt: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Request ids on every request, and one access line per request."""
+    """Request ids on every request, and one access line and one count (by route) per request."""
 
     @app.before_request
     def start_request() -> None:
@@ -113,7 +115,12 @@ def init_app(app: Flask) -> None:
         if request_id is None:  # a request that failed before before_request ran
             return response
         response.headers["X-Request-ID"] = request_id
-        duration_ms = round((time.perf_counter() - g.request_started) * 1000, 1)
+        seconds = time.perf_counter() - g.request_started
+        rule = request.url_rule
+        metrics.http_request(
+            rule.rule if rule is not None else None, request.method, response.status_code, seconds
+        )
+        duration_ms = round(seconds * 1000, 1)
         quiet = request.path in QUIET_PATHS or (
             request.path in QUIET_WHEN_OK and response.status_code < 400
         )

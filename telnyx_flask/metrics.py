@@ -32,6 +32,19 @@ bp = Blueprint("metrics", __name__)
 
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 
+HTTP_REQUESTS = Counter(
+    "telnyx_flask_http_requests_total",
+    "HTTP requests by route template (not the raw path, so ids do not multiply the series), "
+    "method and status class (2xx, 4xx, 5xx...)",
+    ["route", "method", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "telnyx_flask_http_request_seconds",
+    "Time from a request to its response's headers, by route template and method (an event "
+    "stream counts until its first byte, not for its whole life)",
+    ["route", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 WEBHOOKS = Counter(
     "telnyx_flask_webhooks_total",
     "Webhooks by event type and result: applied, duplicate, ignored, rejected (4xx), "
@@ -52,6 +65,12 @@ SSE_STREAMS = Gauge(
     "telnyx_flask_sse_streams",
     "Event streams open now",
     multiprocess_mode="livesum",
+)
+STREAM_READER_POSITION = Gauge(
+    "telnyx_flask_stream_reader_position_seconds",
+    "Time (Unix seconds, from the entry's stream id) of the newest event-stream entry the "
+    "furthest-behind worker's reader has taken; compare telnyx_flask_stream_newest_entry_seconds",
+    multiprocess_mode="livemin",
 )
 RING_TO_CLAIM_SECONDS = Histogram(
     "telnyx_flask_ring_to_claim_seconds",
@@ -81,6 +100,21 @@ TELNYX_BREAKER_TRANSITIONS = Counter(
     "Times the circuit breaker around the Telnyx API opened or closed (counted once, by the "
     "worker that moved it)",
     ["to"],
+)
+LIVE_REBUILDS = Counter(
+    "telnyx_flask_live_rebuilds_total",
+    "Times the live state was rebuilt from PostgreSQL because Redis had lost it (a restart "
+    "without persistence, a failover, FLUSHDB, eviction), counted once by the worker that did it",
+)
+LIVE_REBUILT_CALLS = Counter(
+    "telnyx_flask_live_rebuilt_calls_total",
+    "Calls not yet over that a rebuild restored to Redis",
+)
+CALLS_ENDED = Counter(
+    "telnyx_flask_calls_ended_total",
+    "Calls that ended, by outcome (answered, missed, abandoned), counted once each when the "
+    "end is announced",
+    ["outcome"],
 )
 OUTBOX_COMMANDS = Counter(
     "telnyx_flask_outbox_commands_total",
@@ -129,6 +163,13 @@ def webhook_handled(event_type: str | None, result: str, seconds: float) -> None
         label = event_type if EVENT_TYPE.match(event_type) else "other"
     WEBHOOKS.labels(label, result).inc()
     WEBHOOK_SECONDS.observe(seconds)
+
+
+def http_request(route: str | None, method: str, status: int, seconds: float) -> None:
+    """Count one request under its route template ('unmatched' when no route took it)."""
+    label = route or "unmatched"
+    HTTP_REQUESTS.labels(label, method, f"{status // 100}xx").inc()
+    HTTP_SECONDS.labels(label, method).observe(seconds)
 
 
 def _registry() -> CollectorRegistry:
