@@ -6,8 +6,10 @@ Redis prefix, starts gunicorn as production would (gevent workers), and measures
 1. push: N Server-Sent Events streams open; calls arrive at a steady rate (each hung up a few
    seconds later, as a caller who gives up would); latency per (page, call) and what went missing;
 2. polling, the seed's design: N pages polling GET /api/telnyx/calls/pending every 2 s;
-3. capacity: ring latency as the number of open streams grows, and worker memory per stream;
-4. cost: gunicorn workers' CPU per delivered event, and the load generator's share of the cores.
+3. memory: the workers' private memory (USS, from /proc/<pid>/smaps_rollup) per open stream,
+   with 1,000 and 10,000 streams open (`--memory-streams`), on workers that have held no more;
+4. capacity: ring latency as the number of open streams grows, and worker memory per stream;
+5. cost: gunicorn workers' CPU per delivered event (from /proc), and the load generator's share.
 
 The pages live in one or two load-generator processes (raw sockets on epoll, scanning only for
 the frames that matter). It measures; it asserts nothing about speed.
@@ -24,6 +26,7 @@ import copy
 import errno
 import heapq
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -81,6 +84,11 @@ from tests.helpers import throwaway_database
 
 DEFAULT_OUTPUT = ROOT / "docs" / "bench" / "ring-latency.json"
 DEFAULT_STEPS = "250,500,1000,2500,5000,10000"
+DEFAULT_MEMORY_STREAMS = "1000,10000"
+# Streams each agent holds at most in the bench (SSE_MAX_STREAMS_PER_AGENT allows up to 1,000).
+STREAMS_PER_AGENT = 500
+# Streams per worker open before the memory baseline: each worker's reader and code paths warm.
+MEMORY_WARM_STREAMS_PER_WORKER = 10
 EVENTS_PATH = "/api/telnyx/events"
 PENDING_PATH = "/api/telnyx/calls/pending"
 # A stream or a first poll not answered within this long counts as a failed open.
@@ -94,7 +102,7 @@ DRAIN_IDLE_SECONDS = 10.0
 KEEPALIVE_REUSE_SECONDS = 2.0
 # Target the brief sets for the workers' CPU per delivered event.
 TARGET_US_PER_EVENT = 30.0
-AGENTS = 10
+AGENTS = 10  # at least; more when there are more than STREAMS_PER_AGENT pages per agent
 # About the size of a call.ringing frame on the wire (the calibration sends frames this big).
 FLOOR_FRAME_BYTES = 520
 STREAM, POLL = "stream", "poll"
@@ -117,6 +125,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--capacity-steps", default=DEFAULT_STEPS, help="open streams per step ('' to skip)"
     )
     parser.add_argument("--capacity-calls", type=int, default=30, help="calls per capacity step")
+    parser.add_argument(
+        "--memory-streams",
+        default=None,
+        help=f"open streams at which to take worker memory (default {DEFAULT_MEMORY_STREAMS}; "
+        "--quick: 1000; '' to skip)",
+    )
     parser.add_argument("--capacity-rate", type=float, default=1.0, help="calls/s in capacity")
     parser.add_argument("--warmup-calls", type=int, default=50, help="calls with nobody listening")
     parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
@@ -134,10 +148,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.clients, args.calls, args.capacity_steps = 100, 20, ""
         args.warmup_calls, args.profile_seconds = 10, 0
+    if args.memory_streams is None:
+        args.memory_streams = "1000" if args.quick else DEFAULT_MEMORY_STREAMS
     try:
         args.steps = [int(s) for s in args.capacity_steps.split(",") if s.strip()]
+        args.memory_steps = sorted(int(s) for s in args.memory_streams.split(",") if s.strip())
     except ValueError:
-        parser.error("--capacity-steps must be comma-separated whole numbers")
+        parser.error("--capacity-steps and --memory-streams must be comma-separated whole numbers")
+    warm = MEMORY_WARM_STREAMS_PER_WORKER * args.workers
+    if args.memory_steps and args.memory_steps[0] <= warm:
+        parser.error(f"--memory-streams must exceed the {warm} streams open for the baseline")
     if min(args.clients, args.calls, args.workers, args.processes, *args.steps, 1) < 1:
         parser.error("counts must be positive")
     if args.rate <= 0 or args.capacity_rate <= 0 or args.poll_interval <= 0:
@@ -363,7 +383,11 @@ class PageFleet:
             name = match.group(1)
             self.frames[name] += 1
             if name == b"call.ringing":
-                self.rings[match.group(2)].append((page.index, now))
+                call_id = match.group(2)
+                if call_id is None:  # the summary does not start with it: look in the frame
+                    found = CALL_ID.search(buf, match.end(), buf.find(b"\n\n", match.end()))
+                    call_id = found.group(1) if found else b""
+                self.rings[call_id].append((page.index, now))
                 self.ring_count += 1
             elif name == b"snapshot" and not page.ready:
                 self.opened(page)
@@ -680,6 +704,8 @@ class WebhookSender:
         self.port, self.seed = port, seed
         self.host = f"127.0.0.1:{port}"
         self.initiated, self.hangup = load_templates()
+        self.connections = connections
+        # Made anew by each run(): an asyncio lock waited on belongs to that run's event loop.
         self.slots = asyncio.Semaphore(connections)
         # (reader, writer, idle since): gunicorn closes a connection idle for `keepalive` (5 s).
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
@@ -743,6 +769,7 @@ class WebhookSender:
     async def run(self, schedule: list[tuple[float, str, str]], sent: Sent) -> None:
         """Send (offset s, kind, call_id) at their offsets from now, not waiting for answers."""
         loop = asyncio.get_running_loop()
+        self.slots = asyncio.Semaphore(self.connections)
         start, tasks = loop.time(), []
         for offset, kind, call_id in schedule:
             delay = start + offset - loop.time()
@@ -789,6 +816,16 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """A process's resident (RSS), proportional (PSS) and private (USS) memory, KiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, value = line.partition(":")
+        fields[name] = int(value.split()[0])
+    private = fields["Private_Clean"] + fields["Private_Dirty"]
+    return {"uss": private, "pss": fields["Pss"], "rss": fields["Rss"]}
 
 
 def tcp_sockets(port: int) -> tuple[dict[int, str], set[int]]:
@@ -853,6 +890,23 @@ class ServerProbe:
             "close_wait": {pid: closed for pid, (_, closed, _) in sockets.items()},
             "other_sockets": {pid: other for pid, (_, _, other) in sockets.items()},
         }
+
+    def memory(self, streams: int, timeout: float = 60.0) -> dict[str, Any]:
+        """The workers' memory (KiB, summed) once they hold `streams` page connections.
+
+        Read after a short pause, so the opens' passing garbage is gone and only what the open
+        streams hold remains.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            held = self.state()["connections"]
+            if sum(held.values()) >= streams:
+                break
+            time.sleep(0.5)
+        time.sleep(2)
+        per_worker = {pid: memory_kib(pid) for pid in worker_pids(self.master)}
+        total = {kind: sum(m[kind] for m in per_worker.values()) for kind in ("uss", "pss", "rss")}
+        return {**total, "streams_per_worker": sorted(held.values())}
 
     def wait_released(self, timeout: float) -> float | None:
         """Seconds until the workers hold no page connection, or None if they still do."""
@@ -1005,6 +1059,7 @@ class Bench:
     cpu: CpuWindows
     probe: ServerProbe
     tokens: list[str]
+    shared_session_tokens: list[str]
     problems: list[str] = field(default_factory=list)
     curves: dict[str, list[int]] = field(default_factory=dict)
 
@@ -1012,9 +1067,13 @@ class Bench:
         """Unique call_control_ids for a phase."""
         return [f"v3:ring-{self.run_id}-{phase}-{i}" for i in range(count)]
 
-    def open_pages(self, kind: str, start: int, stop: int) -> dict[str, Any]:
-        """Open pages start..stop-1 (each its own bearer token)."""
-        clients = [(i, self.tokens[i]) for i in range(start, stop)]
+    def open_pages(
+        self, kind: str, start: int, stop: int, shared_sessions: bool = False
+    ) -> dict[str, Any]:
+        """Open pages start..stop-1 (each its own bearer token, of a session of its own unless
+        `shared_sessions`: then of its agent's one session)."""
+        tokens = self.shared_session_tokens if shared_sessions else self.tokens
+        clients = [(i, tokens[i]) for i in range(start, stop)]
         before = self.cpu.sample()
         opened = self.fleet.open(kind, clients)
         split = self.cpu.split(before, self.cpu.sample())
@@ -1193,6 +1252,52 @@ class Bench:
             },
             "cpu": split,
         }
+
+    def memory(self) -> dict[str, Any]:
+        """Worker memory per open stream, at each of --memory-streams.
+
+        (memory with N streams open - memory with the baseline's few) / (N - the few), taken
+        before any other phase has opened streams, so that memory freed by earlier streams and
+        kept by the allocator does not hide what new ones cost. USS (the workers' private pages)
+        is the figure; PSS and RSS are alongside. Socket buffers are kernel memory, in none.
+
+        The pages share their agent's session, as tabs of one browser do: with a session each,
+        10,000 streams ask PostgreSQL about 5,000 sessions a second (the stream guard's check),
+        which on a small machine queues checks and fails opens, and the queue's memory would be
+        counted as the streams'. A session of its own costs a page one cache entry more.
+        """
+        warm = MEMORY_WARM_STREAMS_PER_WORKER * self.args.workers
+        opened = baseline = self.open_pages(STREAM, 0, warm, shared_sessions=True)["ok"]
+        base = self.probe.memory(opened)
+        steps, start = [], warm
+        for target in self.args.memory_steps:
+            opening = self.open_pages(STREAM, start, target, shared_sessions=True)
+            start, opened = target, opened + opening["ok"]
+            memory = self.probe.memory(opened)
+            added = max(opened - baseline, 1)
+            per_stream = {
+                kind: round((memory[kind] - base[kind]) / added, 2)
+                for kind in ("uss", "pss", "rss")
+            }
+            steps.append(
+                {
+                    "streams": opened,
+                    "open": opening,
+                    "workers_kib": memory,
+                    "kib_per_stream": per_stream,
+                }
+            )
+            print(
+                f"  {opened:>6} streams: {per_stream['uss']} KiB per stream (USS; PSS "
+                f"{per_stream['pss']}, RSS {per_stream['rss']}), per worker "
+                f"{memory['streams_per_worker']}"
+            )
+            if opened < target:
+                self.problems.append(f"memory: {opened} of {target} streams opened")
+                break
+        self.fleet.ask("close", STREAM)
+        self.fleet.collect()
+        return {"baseline_streams": baseline, "baseline_workers_kib": base, "steps": steps}
 
     def capacity(self) -> dict[str, Any]:
         """Open more streams step by step; ring latency and memory at each."""
@@ -1404,8 +1509,11 @@ def raise_fd_limit() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
-def make_tokens(env: dict[str, str], count: int) -> list[str]:
-    """AGENTS agents in the throwaway database, and a bearer token per page, round-robin."""
+def make_tokens(env: dict[str, str], count: int) -> tuple[list[str], list[str]]:
+    """Agents in the throwaway database (AGENTS, or enough for STREAMS_PER_AGENT pages each),
+    and two bearer tokens per page, agents taken round-robin: one of a session of its own (a
+    page per agent, each checked against PostgreSQL), and one of its agent's single session
+    (many tabs of one browser: the worker's session cache answers their checks)."""
     from telnyx_flask import create_app
     from telnyx_flask.auth import issue_token
     from telnyx_flask.users import Agent, create_user
@@ -1414,14 +1522,21 @@ def make_tokens(env: dict[str, str], count: int) -> list[str]:
     try:
         with app.app_context():
             agents = []
-            for i in range(AGENTS):
+            for i in range(max(AGENTS, math.ceil(count / STREAMS_PER_AGENT))):
                 email, name = f"agent{i}@ring-bench.example", f"Agent {i}"
                 agent_id = create_user(email, name, secrets.token_urlsafe(16), None)
                 agents.append(Agent(agent_id, email, name, None))
-            return [issue_token(agents[i % AGENTS]) for i in range(count)]
+            own = [issue_token(agents[i % len(agents)]) for i in range(count)]
+            shared = [issue_token(agent) for agent in agents]
+            return own, [shared[i % len(agents)] for i in range(count)]
     finally:
         app.extensions["database"].close()
         app.extensions["live"].client.close()
+
+
+def pages_needed(args: argparse.Namespace) -> int:
+    """The most pages any phase opens at once."""
+    return max([args.clients, *args.steps, *args.memory_steps])
 
 
 def bench_env(args, database_url: str, prefix: str, public_key: str, port: int) -> dict:
@@ -1434,7 +1549,9 @@ def bench_env(args, database_url: str, prefix: str, public_key: str, port: int) 
         RING_TIMEOUT_SECONDS="600",
         RECORD_CALLS="false",
         # gevent's per-worker connection cap: streams all land on some worker, maybe unevenly.
-        WORKER_CONNECTIONS=str(max(20_000, 2 * max([args.clients, *args.steps]))),
+        WORKER_CONNECTIONS=str(max(20_000, 2 * pages_needed(args))),
+        # Many pages share an agent (make_tokens): let each hold its share of them.
+        SSE_MAX_STREAMS_PER_AGENT=str(2 * STREAMS_PER_AGENT),
     )
     return env
 
@@ -1447,7 +1564,6 @@ def run(args: argparse.Namespace, run_id: str, client: redis.Redis, log_file) ->
     signing_key = SigningKey.generate()
     public_key = base64.b64encode(bytes(signing_key.verify_key)).decode()
     port = free_port()
-    pages_needed = max([args.clients, *args.steps])
     print("calibrating: CPU of one loopback send() per page, without gunicorn")
     results: dict[str, Any] = {"send_floor": send_floor()}
     # Forked first, before this process holds any connection or thread.
@@ -1455,7 +1571,7 @@ def run(args: argparse.Namespace, run_id: str, client: redis.Redis, log_file) ->
     try:
         with throwaway_database(args.database_admin_url, database_name) as database_url:
             env = bench_env(args, database_url, prefix, public_key, port)
-            tokens = make_tokens(env, pages_needed)
+            tokens, shared_session_tokens = make_tokens(env, pages_needed(args))
             with running_gunicorn(env, log_file) as gunicorn:
                 wait_ready(gunicorn, port)
                 print(f"gunicorn ready on 127.0.0.1:{port}; database {database_name}")
@@ -1468,10 +1584,15 @@ def run(args: argparse.Namespace, run_id: str, client: redis.Redis, log_file) ->
                     CpuWindows(master, fleet.pids),
                     ServerProbe(master, port),
                     tokens,
+                    shared_session_tokens,
                 )
                 print(f"warm-up: {args.warmup_calls} calls, nobody listening")
                 results["warmup"] = bench.warmup()
                 bench.probe.set_baseline()
+                if args.memory_steps:
+                    print(f"memory: worker memory per stream at {args.memory_steps} open streams")
+                    results["memory"] = bench.memory()
+                    results["memory"]["closed_streams_released_after_s"] = bench.release("memory")
                 per_call = results["warmup"]["worker_cpu_ms_per_call"]
                 print(f"push: {args.clients} streams, {args.calls} calls at {args.rate}/s")
                 results["push"] = bench.push(per_call)
@@ -1540,10 +1661,12 @@ def run(args: argparse.Namespace, run_id: str, client: redis.Redis, log_file) ->
             "capacity_steps": args.steps,
             "capacity_calls": args.capacity_calls,
             "capacity_rate": args.capacity_rate,
+            "memory_streams": args.memory_steps,
             "load_generator_processes": args.processes,
             "quick": args.quick,
             "sse_heartbeat_seconds": 15,
         },
+        "summary": summary(results),
         **results,
         "ratio_polling_over_push": ratio,
         "problems": bench.problems,
@@ -1555,6 +1678,21 @@ def run(args: argparse.Namespace, run_id: str, client: redis.Redis, log_file) ->
 
 
 # --- Report ---------------------------------------------------------------------------------------
+
+
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures: ring latency and worker CPU per delivery in the push phase, and
+    worker memory (USS) per open stream at each memory step."""
+    push = results["push"]
+    memory = results.get("memory", {}).get("steps", [])
+    return {
+        "push_streams": push["streams"],
+        "ring_latency_p50_ms": push["latency_ms"].get("p50"),
+        "ring_latency_p99_ms": push["latency_ms"].get("p99"),
+        "worker_cpu_us_per_ringing_delivered": push["cost"]["us_per_ringing_delivered"],
+        "worker_cpu_us_per_frame_delivered": push["cost"]["us_per_frame_delivered"],
+        "memory_kib_per_stream": {str(s["streams"]): s["kib_per_stream"]["uss"] for s in memory},
+    }
 
 
 def plot(report: dict[str, Any], path: Path) -> str:
@@ -1650,6 +1788,15 @@ def print_report(report: dict[str, Any]) -> None:
     """The human-readable summary."""
     p, push, polling = report["parameters"], report["push"], report["polling"]
     print()
+    head = report["summary"]
+    memory = ", ".join(f"{kib} KiB at {n}" for n, kib in head["memory_kib_per_stream"].items())
+    print(
+        f"summary: {head['push_streams']} streams: ring latency p50 {head['ring_latency_p50_ms']} "
+        f"ms p99 {head['ring_latency_p99_ms']} ms; workers "
+        f"{head['worker_cpu_us_per_ringing_delivered']} us CPU per call.ringing delivered "
+        f"({head['worker_cpu_us_per_frame_delivered']} us per frame, from /proc); memory per "
+        f"open stream (USS) {memory or 'not measured'}"
+    )
     print(
         f"ring latency: {p['workers']} gevent workers, {report['machine']['nproc']} cores, "
         f"{p['calls']} calls at {p['rate']:g}/s, callers hang up after {p['ring_seconds']:g} s"
@@ -1707,6 +1854,20 @@ def print_report(report: dict[str, Any]) -> None:
         f"{floor['pages']} sleeping readers costs the sender {floor['sender_us_per_send']} us, "
         f"the reader {floor['reader_us_per_frame']} us"
     )
+    if "memory" in report:
+        mem = report["memory"]
+        base = mem["baseline_workers_kib"]
+        print(
+            f"  memory   workers' USS {base['uss'] / 1024:.1f} MiB with "
+            f"{mem['baseline_streams']} streams open; per stream opened after those:"
+        )
+        for step in mem["steps"]:
+            per, kib = step["kib_per_stream"], step["workers_kib"]
+            print(
+                f"    {step['streams']:>6} streams  USS {per['uss']} KiB  PSS {per['pss']} KiB  "
+                f"RSS {per['rss']} KiB per stream (USS {kib['uss'] / 1024:.1f} MiB, per worker "
+                f"{kib['streams_per_worker']}, opened {step['open']['per_second']}/s)"
+            )
     if "capacity" in report:
         cap = report["capacity"]
         print(f"  capacity ({cap['calls_per_step']} calls per step at {cap['rate']:g}/s):")

@@ -11,7 +11,7 @@ from .db import get_db
 from .errors import ApiError
 from .lifecycle import WorkerDraining, get_draining
 from .live_calls import get_live
-from .push import StreamSettings, event_stream, get_hub, get_stream_slots
+from .push import StreamBody, StreamSettings, event_stream, get_hub, get_stream_slots
 from .rate_limits import agent_actions_limit, check_rate
 from .request_body import json_object
 from .telnyx_api import get_telnyx
@@ -50,12 +50,14 @@ def events():
         retry_ms=config["SSE_RETRY_MS"],
     )
     slot = get_stream_slots().take(guard.agent_id)
+    # Handed to gunicorn as it is (direct_passthrough), without werkzeug's two wrapper layers,
+    # which every waiting stream would keep (docs/bench/stream-memory.md). A body that never
+    # starts (the client left at once) skips the stream's own release: closing it releases too.
     response = Response(
-        event_stream(get_hub(), last_event_id, settings, guard, slot),
+        StreamBody(event_stream(get_hub(), last_event_id, settings, guard, slot), slot.release),
         mimetype="text/event-stream",
+        direct_passthrough=True,
     )
-    # A body that never starts (the client left at once) skips the stream's own release.
-    response.call_on_close(slot.release)
     response.headers["Cache-Control"] = "no-cache"
     # nginx would otherwise buffer the stream and deliver events late, in batches.
     response.headers["X-Accel-Buffering"] = "no"

@@ -7,28 +7,31 @@ every worker and host) and `event_stream` (the body of one GET /api/telnyx/event
 
 from __future__ import annotations
 
+import contextvars
+import itertools
 import json
 import logging
 import os
-import queue
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from flask import Flask, current_app
 
 from . import metrics
 from .errors import StorageUnavailable
-from .event_stream import parse_stream_id
+from .event_stream import CATCH_UP_PAGE, parse_stream_id
 from .live_calls import LiveCalls
 from .rate_limits import RateLimited
 from .redis_store import REDIS_ERRORS, RedisClient, create_blocking_reader, lua_script, text
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RESET = "reset"
 SNAPSHOT = "snapshot"
@@ -73,6 +76,43 @@ STREAM_REPLACED = Message.build(
 )
 
 
+def _shallow(call: Callable[..., T], *args: Any) -> T:
+    """`call(*args)`, on a short-lived greenlet of its own when gevent runs this process.
+
+    For Redis and PostgreSQL calls made by an open stream (or by the request that opens it).
+    A greenlet keeps the pages of Python frame memory it has touched (its data stack) until it
+    ends, so one call through redis-py's two dozen frames would leave a stream holding a page
+    (4 KiB) more for its whole life; a greenlet of its own gives it back as the call returns.
+    Costs a greenlet switch or two (tens of microseconds) per call; without gevent, a plain call.
+    See docs/bench/stream-memory.md.
+    """
+    try:
+        from gevent import monkey
+    except ImportError:
+        return call(*args)
+    if not monkey.is_module_patched("socket"):
+        return call(*args)
+    import gevent
+    from gevent.event import AsyncResult
+
+    result: AsyncResult = AsyncResult()
+    context = contextvars.copy_context()  # the caller's (Flask's context, log fields)
+
+    def run() -> None:
+        try:
+            result.set(context.run(call, *args))
+        except BaseException as error:  # raised again in the caller, by result.get()
+            result.set_exception(error)
+
+    gevent.spawn_raw(run)
+    return cast(T, result.get())
+
+
+def _take(entries: Iterator[T], count: int) -> list[T]:
+    """Up to `count` more entries."""
+    return list(itertools.islice(entries, count))
+
+
 def _message(entry) -> Message:
     stream_id, fields = entry
     fields = {text(k): text(v) for k, v in fields.items()}
@@ -96,10 +136,30 @@ def _revocation(entry) -> tuple[str, str | None] | None:
 
 
 class Subscriber:
-    """One open page: a bounded queue of frames; dropped, never waited for, when it falls behind."""
+    """One open page: a bounded queue of frames; dropped, never waited for, when it falls behind.
+
+    There is one per open stream, so it is kept small (docs/bench/stream-memory.md): a list of
+    frames and one Event (gevent's, in a worker), where queue.Queue would hold four deques, three
+    Conditions and a lock, and make a lock for every wait.
+    """
+
+    __slots__ = (
+        "_arrived",
+        "_frames",
+        "agent_id",
+        "dropped",
+        "ended",
+        "farewell",
+        "session_id",
+        "size",
+    )
 
     def __init__(self, size: int, agent_id: str | None = None, session_id: str | None = None):
-        self.queue: queue.Queue[Message | None] = queue.Queue(maxsize=size)
+        self.size = size
+        # Appended by the reader, taken from the front by the stream (both atomic under the GIL).
+        self._frames: list[Message] = []
+        # Set when a frame arrives or the stream ends; the stream clears it before looking.
+        self._arrived = threading.Event()
         # Whose stream this is: a revoked session ends it.
         self.agent_id = agent_id
         self.session_id = session_id
@@ -110,30 +170,57 @@ class Subscriber:
 
     def offer(self, message: Message) -> bool:
         """Queue a frame without blocking; False (and dropped) if the page is too far behind."""
-        try:
-            self.queue.put_nowait(message)
-            return True
-        except queue.Full:
+        if len(self._frames) >= self.size:
             self.dropped = True
             self.end()
             return False
+        self._frames.append(message)
+        self._arrived.set()
+        return True
+
+    def next_frame(self, timeout: float) -> Message | None:
+        """The oldest queued frame, waiting up to `timeout` s for one; None if none came in time
+        or the stream was ended (check `ended`)."""
+        deadline = None
+        while not self._frames and not self.ended:
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + timeout
+            elif now >= deadline:
+                return None
+            self._arrived.wait(deadline - now)
+            # Cleared before the list is looked at again, so a frame added after this still
+            # finds it set: no wake-up is lost.
+            self._arrived.clear()
+        return None if self.ended else self._frames.pop(0)
 
     def end(self, farewell: bytes = b"") -> None:
         """Make the stream end soon, writing `farewell` last; never blocks."""
         # Dropped after draining began: the retry hint still goes out.
         self.farewell = farewell or self.farewell
-        # The flag is what the writer checks; the None only wakes it if it is waiting.
+        # Frames still queued are not written: the page resumes from its Last-Event-ID.
         self.ended = True
+        self._arrived.set()
+
+
+class StreamBody:
+    """An event stream's body as the WSGI server gets it: the frames, and a close() that also
+    runs `on_close` (for a stream that is closed before its generator ever ran)."""
+
+    __slots__ = ("_frames", "_on_close")
+
+    def __init__(self, frames: Generator[bytes, None, None], on_close: Callable[[], None]):
+        self._frames = frames
+        self._on_close = on_close
+
+    def __iter__(self) -> Generator[bytes, None, None]:
+        return self._frames
+
+    def close(self) -> None:
         try:
-            self.queue.put_nowait(None)
-        except queue.Full:
-            # A full queue means the writer is not waiting and will see the flag. Making room
-            # anyway loses nothing: the page resumes from its Last-Event-ID.
-            try:
-                self.queue.get_nowait()
-                self.queue.put_nowait(None)
-            except (queue.Empty, queue.Full):
-                pass
+            self._frames.close()
+        finally:
+            self._on_close()
 
 
 class PushHub:
@@ -315,6 +402,8 @@ class TooManyStreams(RateLimited):
 class StreamSlot:
     """One open stream's place among its agent's: renewed while it runs, given back at its end."""
 
+    __slots__ = ("_slots", "agent_id", "stream_id")
+
     def __init__(self, slots: StreamSlots, agent_id: str, stream_id: str):
         self._slots = slots
         self.agent_id = agent_id
@@ -328,7 +417,7 @@ class StreamSlot:
     def renew(self) -> None:
         """Push the slot's lapse one lease further; a Redis error only logs (the slot may lapse)."""
         try:
-            self._slots.run("renew", self.agent_id, self.stream_id)
+            _shallow(self._slots.run, "renew", self.agent_id, self.stream_id)
         except REDIS_ERRORS as error:
             log.warning("stream slot of agent %s not renewed: %s", self.agent_id, error)
 
@@ -368,7 +457,7 @@ class StreamSlots:
         """A slot for a new stream of this agent's, or TooManyStreams (429) when all are held."""
         stream_id = uuid.uuid4().hex
         try:
-            reply = self.run("take", agent_id, stream_id)
+            reply = _shallow(self.run, "take", agent_id, stream_id)
         except REDIS_ERRORS as exc:
             raise StorageUnavailable("redis", str(exc)) from exc
         if reply[0] != 1:
@@ -411,7 +500,7 @@ def _still_valid(guard: StreamGuard) -> bool:
     """Ask the guard; an error (PostgreSQL away) keeps the stream, since nothing can be revoked
     while the store that records revocations is down, and the announcement still ends it."""
     try:
-        return bool(guard.still_valid())
+        return bool(_shallow(guard.still_valid))
     except Exception:
         log.warning(
             "could not check the session of agent %s's stream", guard.agent_id, exc_info=True
@@ -425,7 +514,7 @@ def event_stream(
     settings: StreamSettings,
     guard: StreamGuard | None = None,
     slot: StreamSlot | None = None,
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """The body of GET /api/telnyx/events: catch-up or snapshot, then live events.
 
     With a `guard`, the stream ends (with a retry hint) once its session is revoked; with a
@@ -440,26 +529,7 @@ def event_stream(
             yield subscriber.farewell  # the worker began draining as this stream opened
             return
         yield f"retry: {settings.retry_ms}\n\n".encode()
-        resume = parse_stream_id(last_event_id) if last_event_id else None
-        if last_event_id is not None and (
-            resume is None or hub.live.stream.aged_out(last_event_id)
-        ):
-            # No id: the snapshot that follows carries the new resume point.
-            reason = json.dumps({"reason": "the resume point is malformed or has aged out"})
-            yield f"event: {RESET}\ndata: {reason}\n\n".encode()
-            resume = None
-        if resume is None:
-            frame, start = _snapshot(hub)
-            yield frame
-        else:
-            assert last_event_id is not None  # resume was parsed from it
-            start = last_event_id
-        # Catch up from the stream itself; the live queue already holds what comes after, and
-        # anything in both is skipped by id, so the seam has no gap and no repeat.
-        last_key = parse_stream_id(start) or (0, 0)
-        for entry in hub.live.stream.events_after(start):
-            frames, last_key = _deliver(hub, _message(entry), last_key)
-            yield from frames
+        last_key = yield from _opening(hub, last_event_id)
         now = time.monotonic()
         deadline = now + settings.lifetime_seconds * random.uniform(0.9, 1.1)
         check_every = min(settings.guard_check_seconds, settings.heartbeat_seconds)
@@ -483,23 +553,56 @@ def event_stream(
                 next_ping = now + settings.heartbeat_seconds
                 yield b": ping\n\n"
             wait = min(deadline, next_ping, next_check, next_renew) - now
-            try:
-                message = subscriber.queue.get(timeout=max(wait, 0.001))
-            except queue.Empty:
-                continue
-            if message is None or subscriber.ended:
+            message = subscriber.next_frame(max(wait, 0.001))
+            if subscriber.ended:
                 if subscriber.farewell:
                     yield subscriber.farewell
                 return
+            if message is None:
+                continue
             frames, last_key = _deliver(hub, message, last_key)
             if frames:
                 next_ping = time.monotonic() + settings.heartbeat_seconds
             yield from frames
+            # Not held while the stream waits: after a reset, frames has a snapshot of its own.
+            del frames, message
     finally:
         metrics.SSE_STREAMS.dec()
         hub.unsubscribe(subscriber)
         if slot is not None:
             slot.release()
+
+
+def _opening(hub: PushHub, last_event_id: str | None) -> Generator[bytes, None, tuple[int, int]]:
+    """A fresh page's snapshot, or what a resuming page missed; returns the key to go on from.
+
+    A resume point that is malformed or has aged out gets a reset and a snapshot. A generator
+    of its own, so that what it made (a snapshot can be large) is not held by the stream for
+    the rest of its life.
+    """
+    resume = parse_stream_id(last_event_id) if last_event_id else None
+    if last_event_id is not None and (
+        resume is None or _shallow(hub.live.stream.aged_out, last_event_id)
+    ):
+        # No id: the snapshot that follows carries the new resume point.
+        reason = json.dumps({"reason": "the resume point is malformed or has aged out"})
+        yield f"event: {RESET}\ndata: {reason}\n\n".encode()
+        resume = None
+    if resume is None:
+        frame, start = _shallow(_snapshot, hub)
+        yield frame
+    else:
+        assert last_event_id is not None  # resume was parsed from it
+        start = last_event_id
+    # Catch up from the stream itself; the live queue already holds what comes after, and
+    # anything in both is skipped by id, so the seam has no gap and no repeat.
+    last_key = parse_stream_id(start) or (0, 0)
+    entries = hub.live.stream.events_after(start)
+    while page := _shallow(_take, entries, CATCH_UP_PAGE):
+        for entry in page:
+            frames, last_key = _deliver(hub, _message(entry), last_key)
+            yield from frames
+    return last_key
 
 
 def _snapshot(hub: PushHub) -> tuple[bytes, str]:
@@ -525,7 +628,7 @@ def _deliver(
         return [], last_key
     if message.event != RESET:
         return [message.wire], message.key
-    frame, snapshot_id = _snapshot(hub)
+    frame, snapshot_id = _shallow(_snapshot, hub)
     return [message.wire, frame], parse_stream_id(snapshot_id) or (0, 0)
 
 

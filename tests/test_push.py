@@ -343,7 +343,7 @@ def test_a_subscriber_that_falls_behind_is_dropped_and_others_keep_up(
     got: list[str] = []
 
     def keep_up() -> None:
-        got.extend(fast.queue.get(timeout=10).id for _ in range(count))
+        got.extend(fast.next_frame(10).id for _ in range(count))
 
     reader = threading.Thread(target=keep_up)
     reader.start()
@@ -381,12 +381,12 @@ def test_reader_survives_losing_redis_and_resumes_without_a_gap(
     key = f"{redis_prefix}events"
     try:
         first = redis_client.xadd(key, {"event": "call.ringing", "data": "{}"})
-        assert page.queue.get(timeout=10).id == first
+        assert page.next_frame(10).id == first
         proxy.cut()
         # Written while the reader cannot see Redis (straight to the server, not via the proxy).
         during = [redis_client.xadd(key, {"event": "call.ringing", "data": "{}"}) for _ in range(5)]
         proxy.restore()
-        assert [page.queue.get(timeout=15).id for _ in during] == during
+        assert [page.next_frame(15).id for _ in during] == during
     finally:
         hub.unsubscribe(page)
         hub.stop()
