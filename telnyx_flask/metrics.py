@@ -66,10 +66,13 @@ SSE_STREAMS = Gauge(
     "Event streams open now",
     multiprocess_mode="livesum",
 )
+# Labelled so that a worker whose reader never started (no page opened there) reports nothing,
+# rather than a 0 that would read as the whole stream's length of lag.
 STREAM_READER_POSITION = Gauge(
     "telnyx_flask_stream_reader_position_seconds",
     "Time (Unix seconds, from the entry's stream id) of the newest event-stream entry the "
     "furthest-behind worker's reader has taken; compare telnyx_flask_stream_newest_entry_seconds",
+    ["stream"],
     multiprocess_mode="livemin",
 )
 RING_TO_CLAIM_SECONDS = Histogram(
@@ -116,6 +119,10 @@ CALLS_ENDED = Counter(
     "end is announced",
     ["outcome"],
 )
+# Each outcome's series exists from the start, at 0: a counter that first appears at 1 hides
+# that first call from increase() and rate().
+for _outcome in ("answered", "missed", "abandoned"):
+    CALLS_ENDED.labels(_outcome)
 OUTBOX_COMMANDS = Counter(
     "telnyx_flask_outbox_commands_total",
     "Owed Telnyx commands finished or retried, by action and outcome: sent, moot (the call "

@@ -317,6 +317,7 @@ class PushHub:
                 if not self._ready.is_set():
                     newest = self._client.xrevrange(self.live.keys.events, count=1)
                     self._last_id = text(newest[0][0]) if newest else "0-0"
+                    self._note_position()
                     self._ready.set()
                 # A batch fans out without yielding, so it must fit in a page's queue with room
                 # to spare; pages that keep up drain it while the next XREAD waits.
@@ -346,6 +347,13 @@ class PushHub:
                         self.end_sessions(*revoked)
                         continue
                     self._fan_out(_message(entry))
+            self._note_position()
+
+    def _note_position(self) -> None:
+        """Export how far this reader has read (the time in its last id), for the lag alert."""
+        position = parse_stream_id(self._last_id)
+        if position is not None and position[0] > 0:
+            metrics.STREAM_READER_POSITION.labels("events").set(position[0] / 1000)
 
     def _notice_replaced_stream(self, client: RedisClient) -> None:
         """After a quiet XREAD: if the stream's newest id is older than the last one read, Redis
