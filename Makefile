@@ -61,7 +61,7 @@ test: lint $(WEBRTC_SDK)
 
 # The tier to run before each commit: everything that needs no gunicorn, browser or fresh venv.
 test-fast: lint
-	$(BIN)/pytest -q -m "not browser and not gunicorn and not slow and not ha"
+	$(BIN)/pytest -q -m "not browser and not gunicorn and not slow and not ha and not prometheus"
 
 bench: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(BENCH_LOCK)
