@@ -67,12 +67,17 @@ def renamed(events: list[dict[str, Any]], suffix: str) -> list[dict[str, Any]]:
     return out
 
 
-def wait_until(condition, timeout: float = 30, interval: float = 0.2) -> None:
-    """Poll `condition` until it holds; fail after `timeout` seconds. For states the code under
-    test reaches on its own, where there is nothing to wait on but the state itself."""
+def wait_until(condition, timeout: float = 30, what: str = "the condition", interval=0.05):
+    """Poll `condition` until it returns something true, and return that; fail after `timeout`
+    seconds naming `what`. For states the code under test reaches on its own (a row, a key, a
+    process gone), where there is nothing to wait on but the state itself."""
     deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
         time.sleep(interval)
 
 

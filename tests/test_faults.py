@@ -15,6 +15,7 @@ import requests
 
 from telnyx_flask.embedded import start_redis
 
+from .helpers import wait_until
 from .servers import ready_simulator, running_stack
 from .sse_client import SseClient
 
@@ -92,17 +93,6 @@ def pending(service, agent) -> list[dict]:
     return response.json()["calls"]
 
 
-def wait_for(condition, timeout: float, what: str):
-    """Poll a condition on real state (a row, a key) until it holds; its value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)  # polling PostgreSQL/HTTP state: there is nothing to block on
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
 def log_row(db_rows, call: str) -> dict | None:
     rows = db_rows(
         "SELECT outcome, end_reason, recording_url FROM call_logs WHERE call_sid = %s", (call,)
@@ -123,7 +113,7 @@ def test_record_start_refused_five_times_then_accepted_is_recorded(sim, service,
     print(f"\nrecording started {took:.1f} s after Answer, on attempt 6 (5 refused with 500)")
     sim.caller_hangs_up(call)
     sim.wait_delivered()
-    row = wait_for(lambda: log_row(db_rows, call), 10, "the call's log row")
+    row = wait_until(lambda: log_row(db_rows, call), 10, "the call's log row")
     # call.recording.saved landed on the call's record.
     assert row["outcome"] == "answered"
     assert row["recording_url"].startswith(sim.url)
@@ -144,7 +134,7 @@ def test_flushed_redis_is_rebuilt_and_the_call_rings_again_and_can_be_answered(
 
         redis.Redis.from_url(own_redis.url).flushdb()
         flushed_at = time.monotonic()
-        [after] = wait_for(lambda: pending(service, agent), 10, "the call ringing again")
+        [after] = wait_until(lambda: pending(service, agent), 10, "the call ringing again")
         took = time.monotonic() - flushed_at
         print(f"\nafter FLUSHDB the call was ringing again in {took:.2f} s")
         assert after["call_control_id"] == call
@@ -228,7 +218,7 @@ def test_a_call_telnyx_says_is_over_never_rings_again(short_ring_stack, agent, d
     simulator, server = short_ring_stack
     refuse(simulator, "reject", 422, code="90018", times=100)
     call = simulator.call()
-    row = wait_for(lambda: log_row(db_rows, call), 20, "the call's log row")
+    row = wait_until(lambda: log_row(db_rows, call), 20, "the call's log row")
     assert (row["outcome"], row["end_reason"]) == ("missed", "ended_at_telnyx")
     page = SseClient(
         f"{server.url}/api/telnyx/events", {"Authorization": agent.headers["Authorization"]}
@@ -271,7 +261,7 @@ def test_workers_killed_while_sending_record_start_another_worker_sends_it(
     call = sim.call()
     sim.wait_delivered()
     assert press(service, call, agent).status_code == 200
-    wait_for(
+    wait_until(
         lambda: db_rows(
             "SELECT 1 FROM telnyx_outbox WHERE call_control_id = %s AND attempts >= 1", (call,)
         ),
@@ -291,7 +281,7 @@ def test_workers_killed_while_sending_record_start_another_worker_sends_it(
     assert not set(server.worker_pids()) & set(victims)
     sim.caller_hangs_up(call)
     sim.wait_delivered()
-    assert wait_for(lambda: log_row(db_rows, call), 10, "the log row")["recording_url"]
+    assert wait_until(lambda: log_row(db_rows, call), 10, "the log row")["recording_url"]
     server.wait_ready()
 
 
@@ -312,7 +302,7 @@ def test_telnyx_taking_40_s_to_answer_costs_the_agent_under_10_s_and_no_one_else
     assert bob.status_code == 409
     assert bob.json()["error"]["claimed_by"]["id"] == agent.id
     # Telnyx acts on the answer at last: the caller is answered, the call is still Alice's.
-    wait_for(
+    wait_until(
         lambda: db_rows(
             "SELECT 1 FROM inbound_calls WHERE call_control_id = %s AND status = 'answered'",
             (call,),
@@ -340,7 +330,7 @@ def test_an_answered_call_whose_hangup_was_lost_is_ended_after_the_silence(
     )
     response.raise_for_status()
     lost_at = time.monotonic()
-    row = wait_for(lambda: log_row(db_rows, call), 40, "the call ended by the silence check")
+    row = wait_until(lambda: log_row(db_rows, call), 40, "the call ended by the silence check")
     took = time.monotonic() - lost_at
     print(f"\nthe call whose hangup was lost was ended {took:.1f} s later (bound: 10 s)")
     assert (row["outcome"], row["end_reason"]) == ("answered", "not_alive_at_telnyx")

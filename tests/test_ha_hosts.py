@@ -35,7 +35,7 @@ import pytest
 
 from telnyx_flask.event_stream import parse_stream_id
 
-from .helpers import app_settings
+from .helpers import app_settings, wait_until
 from .servers import SIM_PUBLIC_KEY, SIM_SEED, Gunicorn, Simulator
 from .sse_client import Frame, SseClient
 from .tcp_balancer import TcpBalancer
@@ -108,16 +108,6 @@ def refuses_connections(port: int) -> bool:
     except ConnectionRefusedError:
         return True
     return False
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)  # polling process state the kernel changes on its own
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 class Page:
@@ -287,7 +277,7 @@ def test_a_host_killed_under_ringing_calls_and_open_pages_loses_nothing(
         killed_wall = time.time()
         killed_at = time.monotonic()
         processes = victim.kill()
-        wait_for(lambda: not any(map(running, processes)), 10, "every process of the host gone")
+        wait_until(lambda: not any(map(running, processes)), 10, "every process of the host gone")
         assert refuses_connections(victim.port)
 
         # Its pages are cut; the survivor's stay open.
@@ -327,7 +317,7 @@ def test_a_host_killed_under_ringing_calls_and_open_pages_loses_nothing(
         owed_after = received.replace(tzinfo=UTC).timestamp() - killed_wall
         assert (victim.sent(raced, "record_start"), survivor.sent(raced, "record_start")) == (1, 1)
         # The survivor records it as sent once Telnyx's answer reaches it: two attempts in all.
-        outbox_row = wait_for(
+        outbox_row = wait_until(
             lambda: db_rows(
                 "SELECT outcome, attempts FROM telnyx_outbox"
                 " WHERE call_control_id = %s AND action = 'record_start' AND done_at IS NOT NULL",

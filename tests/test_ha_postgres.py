@@ -39,6 +39,7 @@ from .helpers import (
     close_app,
     encode,
     renamed,
+    wait_until,
 )
 from .postgres_cluster import ROLE, SERVER_TIME_ZONE, LocalPgBouncer, LocalPostgres
 from .servers import SIM_SEED, running_stack
@@ -110,16 +111,6 @@ def deliver(url: str, body: dict, attempts: list[Attempt], limit: float = 30) ->
         time.sleep(REDELIVERY_SECONDS)
 
 
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)  # polling a state the load or the servers reach on their own
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
 def test_postgres_restarted_under_load_loses_nothing_and_the_pool_recovers(postgres, redis_prefix):
     with running_stack(postgres.url(), redis_prefix, workers=WORKERS) as (_sim, server):
         workers_before = sorted(server.worker_pids())
@@ -148,25 +139,25 @@ def test_postgres_restarted_under_load_loses_nothing_and_the_pool_recovers(postg
         for thread in threads:
             thread.start()
         try:
-            wait_for(lambda: len(accepted()) >= 20, 20, "the load under way")
+            wait_until(lambda: len(accepted()) >= 20, 20, "the load under way")
             # Down: a fast stop ends every session. It stays down until the load has been
             # refused by both workers' worth of requests, then comes back.
             stopped_at = time.monotonic()
             postgres.pg_ctl("stop", "-m", "fast")
-            wait_for(
+            wait_until(
                 lambda: sum(a.status == 503 for a in list(attempts)) >= LOAD_THREADS,
                 RECOVERY_LIMIT_SECONDS,
                 "webhooks refused while PostgreSQL is down",
             )
             postgres.pg_ctl("start")
             up_at = time.monotonic()
-            first_ok = wait_for(
+            first_ok = wait_until(
                 lambda: min((a.answered for a in accepted() if a.sent >= up_at), default=None),
                 RECOVERY_LIMIT_SECONDS,
                 "a webhook accepted after PostgreSQL is back",
             )
             after_up = len([a for a in accepted() if a.sent >= up_at])
-            wait_for(
+            wait_until(
                 lambda: len([a for a in accepted() if a.sent >= up_at]) >= after_up + 20,
                 RECOVERY_LIMIT_SECONDS,
                 "the steady load accepted again",
@@ -364,7 +355,7 @@ def test_the_service_behind_pgbouncer_in_transaction_mode(postgres, pgbouncer, r
         # A call rings and is answered, once.
         call = sim.call()
         sim.wait_delivered()
-        wait_for(
+        wait_until(
             lambda: (
                 call
                 in {

@@ -17,7 +17,7 @@ import requests
 
 from telnyx_flask.signature import sign
 
-from .helpers import abandoned_call_events, encode, renamed
+from .helpers import abandoned_call_events, encode, renamed, wait_until
 from .redis_sentinel import MASTER_NAME, LocalRedisSentinel
 from .servers import SIM_SEED, ready_simulator, running_stack
 from .sse_client import Frame, SseClient
@@ -64,16 +64,6 @@ def pending(url: str, agent) -> set[str]:
     return {call["call_control_id"] for call in response.json()["calls"]}
 
 
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)  # polling the service's API for a state it reaches on its own
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
 def fresh_snapshot(url: str, agent, page: SseClient, timeout: float) -> tuple[SseClient, Frame]:
     """Follow the page until the service tells it to start afresh: a `reset` then a `snapshot`
     on the open stream, or, if the stream was cut, on the reconnection with Last-Event-ID."""
@@ -98,7 +88,7 @@ def test_the_primary_killed_under_ringing_calls_fails_over_and_nothing_is_lost(
     sentinel, stack, agent, db_rows
 ):
     sim, server = ready_simulator(stack), stack[1]
-    wait_for(
+    wait_until(
         lambda: requests.get(f"{server.url}/readyz", timeout=10).status_code == 200,
         30,
         "the service ready on the primary",
@@ -144,7 +134,7 @@ def test_the_primary_killed_under_ringing_calls_fails_over_and_nothing_is_lost(
         ) == [{"n": 1}]
 
         # The call whose live state died with the primary rings again, rebuilt from PostgreSQL.
-        wait_for(
+        wait_until(
             lambda: {first, second, lost} <= pending(server.url, agent),
             RECOVERY_LIMIT_SECONDS,
             "the lost call ringing again",
