@@ -8,29 +8,25 @@ close, as they would behind a real balancer. With one backend it is a plain prox
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import socket
-import threading
 from collections.abc import Callable
 
+from .tcp_proxy import Forwarder
 
-class TcpBalancer:
+
+class TcpBalancer(Forwarder):
     """Listens on 127.0.0.1:<port> and spreads connections over backends on 127.0.0.1."""
 
     def __init__(self, backends: list[int], tap: Callable[[int, bytes], None] | None = None):
         """`backends` are ports; `tap(backend, chunk)`, if given, sees what clients send."""
         self.backends = list(backends)
         self.tap = tap
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
         # The backend each client connection went to, by the client's (host, port).
         self.routes: dict[tuple[str, int], int] = {}
         self._next = 0
-        self._open: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def backend_of(self, client: socket.socket) -> int:
         """The backend port that a client socket (connected to this balancer) was sent to."""
@@ -47,13 +43,10 @@ class TcpBalancer:
                 client.close()  # no backend is up: the client sees its connection closed
                 continue
             backend, upstream = connected
+            tap = None if self.tap is None else functools.partial(self.tap, backend)
             with self._lock:
                 self.routes[address[:2]] = backend
-                self._open.update((client, upstream))
-            threading.Thread(
-                target=self._pipe, args=(client, upstream, backend), daemon=True
-            ).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()
+                self._forward(client, upstream, tap)
 
     def _connect(self) -> tuple[int, socket.socket] | None:
         """A connection to the next backend that takes one, starting after the last one used."""
@@ -68,30 +61,8 @@ class TcpBalancer:
             return backend, upstream
         return None
 
-    def _pipe(self, source: socket.socket, sink: socket.socket, backend: int | None) -> None:
-        try:
-            while chunk := source.recv(65536):
-                if backend is not None and self.tap is not None:
-                    self.tap(backend, chunk)
-                sink.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            self._drop(source)
-            self._drop(sink)
-
-    def _drop(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._open.discard(sock)
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
-
     def close(self) -> None:
         """Stop listening and close every connection."""
         self._closed = True
         self._listener.close()
-        with self._lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            self._drop(sock)
+        self._drop_all()

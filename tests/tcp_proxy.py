@@ -8,21 +8,71 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
-class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a target; `cut()` drops every connection until `restore()`."""
+class Forwarder:
+    """What the proxy and tests/tcp_balancer.py share: a listener on 127.0.0.1:<port>, bytes
+    piped both ways between each client and its upstream, and dropping connections."""
 
-    def __init__(self, target: tuple[str, int] | str):
-        self.target = target
+    def __init__(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
-        self._cut = False
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        raise NotImplementedError
+
+    def _forward(
+        self,
+        client: socket.socket,
+        upstream: socket.socket,
+        tap: Callable[[bytes], None] | None = None,
+    ) -> None:
+        """Pipe bytes both ways (call with the lock held); `tap` sees what the client sends."""
+        self._open.update((client, upstream))
+        threading.Thread(target=self._pipe, args=(client, upstream, tap), daemon=True).start()
+        threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()
+
+    def _pipe(
+        self, source: socket.socket, sink: socket.socket, tap: Callable[[bytes], None] | None
+    ) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if tap is not None:
+                    tap(chunk)
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            self._drop(source)
+            self._drop(sink)
+
+    def _drop(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._open.discard(sock)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+    def _drop_all(self) -> None:
+        with self._lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            self._drop(sock)
+
+
+class TcpProxy(Forwarder):
+    """Forwards 127.0.0.1:<port> to a target; `cut()` drops every connection until `restore()`."""
+
+    def __init__(self, target: tuple[str, int] | str):
+        self.target = target
+        self._cut = False
+        super().__init__()
 
     def _accept(self) -> None:
         while not self._closed:
@@ -40,9 +90,7 @@ class TcpProxy:
                     client.close()
                     continue
                 upstream.settimeout(None)
-                self._open.update((client, upstream))
-            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+                self._forward(client, upstream)
 
     @classmethod
     def for_url(cls, url: str, default_port: int) -> TcpProxy:
@@ -61,30 +109,11 @@ class TcpProxy:
             return upstream
         return socket.create_connection(self.target, timeout=5)
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while chunk := source.recv(65536):
-                sink.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            self._drop(source)
-            self._drop(sink)
-
-    def _drop(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._open.discard(sock)
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
-
     def cut(self) -> None:
         """Close every open connection and refuse new ones."""
         with self._lock:
             self._cut = True
-            sockets = list(self._open)
-        for sock in sockets:
-            self._drop(sock)
+        self._drop_all()
 
     def restore(self) -> None:
         """Forward new connections again."""
