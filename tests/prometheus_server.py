@@ -22,6 +22,8 @@ import yaml
 
 from telnyx_flask.embedded import free_port
 
+from .servers import wait_http_ready
+
 ROOT = Path(__file__).parent.parent
 ALERTS_FILE = ROOT / "prometheus" / "alerts.yml"
 PROMETHEUS = (
@@ -110,17 +112,9 @@ class Prometheus:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Return once /-/ready answers 200 (the storage is open and the rules are loaded)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {self.read_output()}")
-            try:
-                if self.http.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return
-            except (requests.ConnectionError, requests.Timeout):
-                pass
-            time.sleep(0.1)  # waiting for a port to open; there is nothing to block on
-        raise RuntimeError(f"prometheus did not become ready: {self.read_output()}")
+        wait_http_ready(
+            "prometheus", self.process, f"{self.url}/-/ready", self.read_output, timeout
+        )
 
     def api(self, path: str, **params: Any) -> Any:
         """GET /api/v1/<path>; its `data`, or PrometheusError with Prometheus's message."""

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import requests
@@ -21,6 +21,28 @@ from telnyx_flask.embedded import free_port
 from .helpers import app_settings
 
 ROOT = Path(__file__).parent.parent
+
+
+def wait_http_ready(
+    name: str,
+    process: subprocess.Popen,
+    url: str,
+    read_output: Callable[[], str],
+    timeout: float = 30.0,
+) -> None:
+    """Return once GET `url` answers 200; RuntimeError with what process `name` printed if it
+    exits first or does not get there within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited: {read_output()}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except (requests.ConnectionError, requests.Timeout):
+            pass
+        time.sleep(0.1)  # waiting for a port to open; there is nothing to block on
+    raise RuntimeError(f"{name} did not become ready at {url}: {read_output()}")
 
 
 class Gunicorn:
@@ -60,17 +82,7 @@ class Gunicorn:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Return once /readyz answers 200 (the workers have booted and reach both stores)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.read_output()}")
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except (requests.ConnectionError, requests.Timeout):
-                pass
-            time.sleep(0.1)  # waiting for a port to open; there is nothing to block on
-        raise RuntimeError("gunicorn did not become ready")
+        wait_http_ready("gunicorn", self.process, f"{self.url}/readyz", self.read_output, timeout)
 
     def stop(self) -> str:
         """SIGTERM, wait, and return what gunicorn printed."""
