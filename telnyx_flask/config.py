@@ -56,6 +56,10 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 REDIS_SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
 # One hash tag for every key: the same code then runs on one server and on a Redis Cluster.
 DEFAULT_REDIS_PREFIX = "{telnyx-flask}:"
+DEFAULT_DISPOSITIONS = "resolved,follow-up,sale,wrong number,spam"
+DEFAULT_VOICEMAIL_GREETING = (
+    "Sorry, nobody can take your call right now. Please leave a message after the tone."
+)
 
 
 class ConfigError(Exception):
@@ -139,6 +143,20 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def _words(env: Mapping[str, str], name: str, default: str, longest: int) -> tuple[str, ...]:
+    """A comma-separated list of distinct, non-empty words of at most `longest` characters."""
+    words = [item.strip() for item in (_text(env, name) or default).split(",")]
+    words = [word for word in words if word]
+    if not words:
+        raise ConfigError(f"{name} must list at least one item, separated by commas")
+    for word in words:
+        if len(word) > longest:
+            raise ConfigError(f"{name} items must be at most {longest} characters, got {word!r}")
+    if len({word.lower() for word in words}) != len(words):
+        raise ConfigError(f"{name} lists an item twice: {', '.join(words)}")
+    return tuple(words)
 
 
 def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -405,6 +423,17 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
         "WEBHOOK_BATCH_WINDOW_MS": _number(env, "WEBHOOK_BATCH_WINDOW_MS", 2.0, 0.0, 100.0),
         "WEBHOOK_BATCH_MAX_EVENTS": _integer(env, "WEBHOOK_BATCH_MAX_EVENTS", 64, 1, 1000),
         "RING_TIMEOUT_SECONDS": ring_timeout,
+        # The agents' floor (issue 16): presence, after-call dispositions, transfers, voicemail.
+        "PRESENCE_AWAY_AFTER_SECONDS": _integer(env, "PRESENCE_AWAY_AFTER_SECONDS", 60, 5, 3600),
+        "CALL_DISPOSITIONS": _words(env, "CALL_DISPOSITIONS", DEFAULT_DISPOSITIONS, 40),
+        "CALL_NOTE_MAX_CHARS": _integer(env, "CALL_NOTE_MAX_CHARS", 2000, 1, 20_000),
+        "TRANSFER_RING_SECONDS": _integer(env, "TRANSFER_RING_SECONDS", 30, 5, 600),
+        "VOICEMAIL": _boolean(env, "VOICEMAIL", True),
+        "VOICEMAIL_GREETING": _text(env, "VOICEMAIL_GREETING", DEFAULT_VOICEMAIL_GREETING),
+        "VOICEMAIL_GREETING_URL": _optional_url(env, "VOICEMAIL_GREETING_URL", ("https",)),
+        "VOICEMAIL_VOICE": _text(env, "VOICEMAIL_VOICE", "female"),
+        "VOICEMAIL_LANGUAGE": _text(env, "VOICEMAIL_LANGUAGE", "en-US"),
+        "VOICEMAIL_MAX_SECONDS": _integer(env, "VOICEMAIL_MAX_SECONDS", 120, 5, 600),
         "BACKGROUND_TASKS": _boolean(env, "BACKGROUND_TASKS", True),
         "CLAIM_LEASE_SECONDS": claim_lease,
         "TELNYX_ACTION_DEADLINE_SECONDS": action_deadline,

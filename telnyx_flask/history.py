@@ -28,7 +28,7 @@ bp = Blueprint("history", __name__)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
-OUTCOMES = ("answered", "missed", "abandoned", "declined")
+OUTCOMES = ("answered", "missed", "abandoned", "declined", "voicemail")
 DIRECTIONS = ("inbound", "outbound")
 PARAMETERS = ("limit", "before", "outcome", "direction", "agent", "phone", "since", "until")
 MAX_CURSOR_LENGTH = 200

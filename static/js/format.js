@@ -46,4 +46,5 @@ export const OUTCOME_LABELS = {
   missed: "Missed",
   abandoned: "Caller hung up",
   declined: "Declined",
+  voicemail: "Voicemail",
 };

@@ -10,6 +10,12 @@ export const EVENT_TYPES = [
   "call.ended",
   "call.recording",
   "call.logged",
+  // The agents' floor: presence, transfers to a colleague, after-call notes, voicemail.
+  "agent.presence",
+  "call.transfer_offered",
+  "call.transfer_ended",
+  "call.noted",
+  "voicemail.heard",
 ];
 
 const MAX_BACKOFF_MS = 30000;
