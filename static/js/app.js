@@ -9,7 +9,7 @@ import {
   formatTime,
   secondsSince,
 } from "./format.js";
-import { LiveEvents } from "./live.js";
+import { SharedLiveEvents } from "./shared_stream.js";
 import { BrowserPhone, sipHeader } from "./phone.js";
 
 const $ = (id) => document.getElementById(id);
@@ -46,11 +46,16 @@ const ringtone = new Ringtone();
 const notifier = new Notifier();
 const title = new TitleFlasher();
 let phone = null;
-const live = new LiveEvents({
+// One event stream per browser, shared by this agent's tabs (shared_stream.js).
+const live = new SharedLiveEvents({
   url: "/api/telnyx/events",
   onEvent: handleEvent,
   onStateChange: showConnection,
   canReconnect: sessionStillValid,
+  agentId: () => state.me && state.me.id,
+  onRingerChange: render,
+  onSignedOutElsewhere: () => signedOut("You signed out in another tab."),
+  onSignedInElsewhere: signedInElsewhere,
 });
 
 const encode = encodeURIComponent;
@@ -174,11 +179,28 @@ async function signOut() {
   } catch {
     // signed out already, or the server is down: the page forgets the agent either way
   }
+  live.announceSignOut();
+  signedOut("You have signed out.");
+}
+
+function signedOut(reason) {
   forgetEverything();
   state.me = null;
   $("account").hidden = true;
   $("workspace").hidden = true;
-  showSignIn("You have signed out.");
+  showSignIn(reason);
+}
+
+/** Another tab signed in: a page showing the sign-in form carries on with that session. */
+async function signedInElsewhere() {
+  if (!$("sign-in").open) return;
+  try {
+    const { user } = await api("/api/auth/me");
+    $("sign-in").close();
+    await signedIn(user);
+  } catch {
+    // not signed in after all: the form stays
+  }
 }
 
 // ---- settings from the server -------------------------------------------------------------
@@ -377,7 +399,8 @@ function render() {
   const waiting = calls.filter((call) => call.status === "ringing");
   $("ringing-count").textContent = waiting.length ? `(${waiting.length})` : "";
   $("no-calls").hidden = calls.length > 0;
-  ringtone.ring(waiting.length > 0 && state.activeId === null);
+  // Every tab shows the call and flashes its title; one of them (live.ringsHere) plays the sound.
+  ringtone.ring(waiting.length > 0 && state.activeId === null && live.ringsHere);
   if (waiting.length) {
     title.flash(waiting.length === 1 ? "📞 Incoming call" : `📞 ${waiting.length} incoming calls`);
     for (const call of waiting) {
@@ -512,6 +535,7 @@ function renderActive() {
 function showConnection(connection) {
   const element = $("connection");
   element.dataset.state = connection;
+  element.dataset.role = live.role;
   $("connection-text").textContent = CONNECTION_LABELS[connection] || connection;
   $("connection-age").textContent = live.lastEventAt
     ? `· last event ${formatAge(secondsSince(live.lastEventAt))}`
@@ -738,7 +762,10 @@ function bindControls() {
     notify.hidden = !notifier.canAsk;
   });
   for (const type of ["pointerdown", "keydown"]) {
-    document.addEventListener(type, () => ringtone.unlock());
+    document.addEventListener(type, () => {
+      ringtone.unlock();
+      live.claimRinger(); // the tab the agent used last rings
+    });
   }
   ringtone.onChange = showRingtone;
   showRingtone(ringtone.state);

@@ -21,7 +21,7 @@ export const EVENT_TYPES = [
 const MAX_BACKOFF_MS = 30000;
 
 /**
- * Keeps /api/telnyx/events open. The browser's own reconnects carry Last-Event-ID; when it gives
+ * Keeps /api/telnyx/events open (in one tab per browser: shared_stream.js shares its events). The browser's own reconnects carry Last-Event-ID; when it gives
  * up (an HTTP error such as 401 or 502 closes an EventSource for good), this reopens it with
  * ?last_event_id= after a backoff, once `canReconnect()` agrees.
  */
@@ -74,7 +74,8 @@ export class LiveEvents {
     } catch {
       return; // not JSON: nothing this page can act on
     }
-    this.onEvent(type, data);
+    // The stream id too: tabs that share this stream drop what they have already seen by it.
+    this.onEvent(type, data, message.lastEventId);
   }
 
   async scheduleReopen() {
