@@ -79,9 +79,13 @@ export class LiveEvents {
   }
 
   async scheduleReopen() {
-    this.source.close();
+    const source = this.source;
+    source.close();
     this.failures += 1;
-    if (!(await this.canReconnect())) {
+    const allowed = await this.canReconnect();
+    // Stopped (signed out, or another tab holds the stream now) or restarted meanwhile.
+    if (source !== this.source) return;
+    if (!allowed) {
       this.setState("offline");
       return;
     }
