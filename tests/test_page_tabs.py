@@ -38,7 +38,8 @@ RECORD_CARDS = """() => {
   note();
   new MutationObserver(note).observe(document.getElementById("ringing"), { childList: true });
 }"""
-OPEN_EVENT_SOURCES = "() => window.__eventSources.filter((source) => source.readyState !== 2).length"
+# EventSource.CLOSED is 2.
+OPEN_EVENT_SOURCES = "() => window.__eventSources.filter((source) => source.readyState < 2).length"
 
 
 @pytest.fixture(scope="module")
