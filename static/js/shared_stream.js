@@ -11,9 +11,10 @@
 // each tab keeps a private EventSource, as before.
 import { LiveEvents } from "./live.js";
 
-const NAME_PREFIX = "telnyx-flask.live";
+// Versioned: after a deploy that changes the messages, old and new tabs keep to their own.
+const NAME_PREFIX = "telnyx-flask.live.v1";
 // Sign-in and sign-out, told to every tab of this origin whoever is signed in there.
-const SESSION_CHANNEL = "telnyx-flask.session";
+const SESSION_CHANNEL = "telnyx-flask.session.v1";
 // A tab that joins is replayed at most this many events after the snapshot; past it, the
 // leader takes a fresh snapshot instead, so memory stays small and a new tab starts fast.
 const REPLAY_LIMIT = 50;
@@ -264,7 +265,7 @@ export class SharedLiveEvents {
       case "welcome":
         if (message.to !== this.tabId || this.welcomed || this.role !== "follower") break;
         this.welcomed = true;
-        for (const entry of message.log) this.follow(entry);
+        for (const entry of message.log || []) this.follow(entry);
         this.mirror(message);
         break;
       case "leader":
