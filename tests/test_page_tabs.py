@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import requests
 from playwright.sync_api import Browser, BrowserContext, expect, sync_playwright
 
 from telnyx_flask.redis_store import RedisKeys
@@ -64,6 +65,11 @@ def stack(database_url, redis_prefix):
         GUNICORN_GRACEFUL_TIMEOUT="3",
     ) as stack:
         yield stack
+
+
+@pytest.fixture
+def base_url(stack):
+    return stack[1].url
 
 
 @pytest.fixture
@@ -171,12 +177,13 @@ def test_eight_tabs_ring_within_a_second_on_one_stream_and_stay_in_step(
     wait_until(lambda: redis_client.zcard(streams) == 1, timeout=10, what="one stream for Alice")
 
 
-def test_closing_the_leader_tab_hands_the_stream_over_without_a_missed_event(
-    sim, one_browser, make_agent, redis_client, redis_prefix
+def test_closing_the_leader_tab_loses_no_event_and_a_refused_stream_reaches_every_tab(
+    sim, one_browser, make_agent, redis_client, redis_prefix, base_url
 ):
     """The leader's last events never reach the other tabs (its BroadcastChannel is silenced
     before they come, as when a tab closes with messages in flight); the tab that takes over
-    must fetch them from the stream, resuming from the last event it saw."""
+    must fetch them from the stream, resuming from the last event it saw. Then the agent is
+    signed out everywhere: the new leader's stream is refused, and every tab asks to sign in."""
     context, tabs = one_browser
     alice = make_agent("Alice", sip_username="alice")
     leader = open_tab(context, tabs)
@@ -219,3 +226,12 @@ def test_closing_the_leader_tab_hands_the_stream_over_without_a_missed_event(
         expect(tab.card(unheard)).to_have_count(0)
         seen = tab.page.evaluate("() => Object.keys(window.__cardSeenAt)")
         assert sorted(seen) == sorted([earlier, unheard, after])
+
+    ended = requests.post(
+        f"{base_url}/api/auth/logout?everywhere=true", headers=alice.headers, timeout=10
+    )
+    assert ended.status_code == 200
+    for tab in followers:
+        expect(tab.page.locator("#sign-in-reason")).to_contain_text("Your session has expired")
+    wait_until(lambda: redis_client.zcard(streams) == 0, timeout=10, what="no stream for Alice")
+    assert open_streams(followers) == 0
