@@ -10,6 +10,16 @@ import {
   secondsSince,
 } from "./format.js";
 import { LiveEvents } from "./live.js";
+import { forgetCallerContexts, showCallerContext } from "./context.js";
+import {
+  appendCallNote,
+  applyNotesConfig,
+  forgetAfterCallForms,
+  historyFilterQuery,
+  initNotes,
+  matchesHistoryFilter,
+  offerAfterCallForm,
+} from "./notes.js";
 import { BrowserPhone, sipHeader } from "./phone.js";
 
 const $ = (id) => document.getElementById(id);
@@ -147,6 +157,7 @@ function forgetEverything() {
   $("history").replaceChildren();
   state.historyRows.clear();
   state.historyCursor = null;
+  forgetAfterCallForms();
   render();
 }
 
@@ -186,6 +197,7 @@ async function signOut() {
 function applyConfig() {
   const config = state.config;
   $("simulator").hidden = !(config && config.simulator.enabled);
+  applyNotesConfig(config);
   if (config && config.webrtc.enabled && !phone) {
     phone = new BrowserPhone({
       sdkUrl: config.webrtc.sdk_url,
@@ -262,6 +274,7 @@ function handleEvent(type, data) {
       break;
     case "call.recording":
     case "call.logged":
+    case "call.noted":
       refreshHistoryRow(data.call_control_id);
       break;
     default:
@@ -344,6 +357,7 @@ function ended(data) {
     state.activeId = null;
     if (phone) phone.hangup();
     announce(`Call with ${callerName(call)} ended`);
+    offerAfterCallForm(call, callerName(call));
   } else if (call.status === "ringing" || !call.claimed_by) {
     announce(`Call from ${callerName(call)} stopped ringing`);
   }
@@ -406,8 +420,10 @@ function renderCards(calls) {
       state.cards.set(call.call_control_id, card);
     }
     updateCard(card, call);
+    showCallerContext(card, call, render);
     return card;
   });
+  forgetCallerContexts(new Set(state.calls.keys()));
   // Move cards only when the order changed, so a focused button keeps its focus.
   const current = [...list.children];
   if (ordered.length !== current.length || ordered.some((card, i) => card !== current[i])) {
@@ -643,6 +659,7 @@ function historyRow(call) {
   if (call.agent) parts.push(call.agent.name);
   details.textContent = parts.filter(Boolean).join(" · ");
   row.append(who, outcome, details);
+  appendCallNote(row, call);
   if (call.has_recording) {
     const audio = document.createElement("audio");
     audio.controls = true;
@@ -676,7 +693,7 @@ async function loadHistory() {
   const error = $("history-error");
   const cursor = state.historyCursor ? `&before=${encode(state.historyCursor)}` : "";
   try {
-    const page = await api(`/api/calls?limit=${HISTORY_PAGE}${cursor}`);
+    const page = await api(`/api/calls?limit=${HISTORY_PAGE}${cursor}${historyFilterQuery()}`);
     for (const call of page.calls) putHistoryRow(call, "bottom");
     state.historyCursor = page.next_cursor;
     $("load-more").hidden = !page.next_cursor;
@@ -691,7 +708,7 @@ async function loadHistory() {
 
 async function refreshHistory() {
   try {
-    const page = await api(`/api/calls?limit=${HISTORY_PAGE}`);
+    const page = await api(`/api/calls?limit=${HISTORY_PAGE}${historyFilterQuery()}`);
     for (const call of [...page.calls].reverse()) {
       putHistoryRow(call, "top");
     }
@@ -707,10 +724,29 @@ async function refreshHistory() {
 async function refreshHistoryRow(id) {
   try {
     const reply = await api(`/api/calls/${encode(id)}`);
-    putHistoryRow(reply.call, "top");
+    if (matchesHistoryFilter(reply.call)) {
+      putHistoryRow(reply.call, "top");
+    } else {
+      removeHistoryRow(id);
+    }
   } catch {
     // not logged yet: call.ended's refresh will bring it
   }
+}
+
+function removeHistoryRow(id) {
+  const row = state.historyRows.get(id);
+  if (row) row.remove();
+  state.historyRows.delete(id);
+}
+
+/** The history from its first page again (the disposition filter changed). */
+function reloadHistory() {
+  $("history").replaceChildren();
+  state.historyRows.clear();
+  state.historyCursor = null;
+  $("load-more").hidden = true;
+  loadHistory();
 }
 
 // ---- wiring -------------------------------------------------------------------------------
@@ -731,6 +767,7 @@ function bindControls() {
   $("mute").addEventListener("click", () => ringtone.toggleMute());
   $("load-more").addEventListener("click", loadHistory);
   $("simulate").addEventListener("click", simulateCall);
+  initNotes({ onFilterChange: reloadHistory, say: announce });
   const notify = $("notify");
   notify.hidden = !notifier.canAsk;
   notify.addEventListener("click", async () => {
