@@ -137,7 +137,9 @@ def write_note(call_control_id: str, agent_id: str, note: CallNote) -> None:
     }
     with get_db().connection() as conn, conn.cursor() as cur:
         cur.execute(WRITE_SQL, params)
-        logged, written, known = cur.fetchone()
+        row = cur.fetchone()
+    assert row is not None  # a SELECT of three EXISTS: always one row
+    logged, written, known = row
     if written:
         return
     if logged:

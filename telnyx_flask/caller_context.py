@@ -132,6 +132,7 @@ def caller_context(number: str, call_control_id: str) -> dict[str, Any]:
     with get_db().connection() as conn, conn.cursor() as cur:
         cur.execute(CONTEXT_SQL, context_params(number, call_control_id))
         row = cur.fetchone()
+    assert row is not None  # FROM (SELECT 1) with LEFT JOINs: always exactly one row
     return context_from_row(number, row)
 
 

@@ -193,19 +193,27 @@ def test_a_body_that_is_not_a_json_object_is_400(client, agent, logged_call, raw
     assert error_of(response, 400)["code"] == "invalid_body"
 
 
-def test_a_call_taken_and_ended_through_webhooks_is_noted_by_its_agent(
+def test_a_call_taken_and_ended_through_webhooks_is_noted_by_its_agent_and_a_late_webhook_keeps_it(
     client, agent, make_agent, post_webhook, fake_telnyx, db_rows
 ):
-    events = answered_call_events()
-    assert post_webhook(events[0]).status_code == 200
+    *until_hangup, recording_saved = answered_call_events()
+    assert recording_saved["data"]["event_type"] == "call.recording.saved"
+    assert post_webhook(until_hangup[0]).status_code == 200
     answered = client.post(f"/api/telnyx/calls/{CALLER}/answer", headers=agent.headers)
     assert answered.status_code == 200
-    for event in events[1:]:
+    for event in until_hangup[1:]:
         assert post_webhook(event).status_code == 200
     assert db_rows("SELECT answered_by::text FROM call_logs") == [{"answered_by": agent.id}]
     bob = make_agent("Bob")
     assert put_notes(client, bob, CALLER, {"disposition": "sale"}).status_code == 403
-    assert put_notes(client, agent, CALLER, {"disposition": "sale"}).status_code == 200
+    assert (
+        put_notes(client, agent, CALLER, {"note": "ok", "disposition": "sale"}).status_code == 200
+    )
+    # The recording arrives after the note: the log row is rewritten, the note stays.
+    assert post_webhook(recording_saved).status_code == 200
+    row = db_rows("SELECT notes, disposition, recording_url FROM call_logs")[0]
+    assert (row["notes"], row["disposition"]) == ("ok", "sale")
+    assert row["recording_url"] is not None
 
 
 def history(client, agent, **params):
