@@ -3,7 +3,8 @@
 
 GET /api/telnyx/calls/<call_control_id>/context. The number comes from the live call (Redis) or,
 when Redis no longer knows it, from PostgreSQL. "Before" means the number's other calls: the
-asked-about call's own log row (once it has ended) is never counted.
+asked-about call's own log row (once it has ended) is never counted. GET
+/api/callers/<number>/context is the same for a number (every call of it counts).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .auth import agent_required
 from .db import get_db
 from .errors import ApiError, CallNotFound
 from .live_calls import get_live
+from .phone_numbers import normalise_phone
 
 bp = Blueprint("caller_context", __name__)
 
@@ -158,3 +160,18 @@ def call_context(call_control_id: str):
     if number is None:
         raise CallNotFound("no call with that call_control_id, or its caller gave no number")
     return jsonify({"success": True, "context": caller_context(number, call_control_id)})
+
+
+@bp.get("/api/callers/<number>/context")
+@agent_required
+def number_context(number: str):
+    """The context of a phone number (E.164, or its digits), as a ringing call from it gets."""
+    try:
+        e164 = normalise_phone(number)
+    except ValueError:
+        raise ApiError(
+            "number must be a phone number in E.164 (+12025550188) or its digits",
+            code="invalid_number",
+        ) from None
+    # No call is left out: an empty call_sid matches no row.
+    return jsonify({"success": True, "context": caller_context(e164, "")})

@@ -154,3 +154,33 @@ def test_the_context_needs_a_signed_in_agent(client, ringing):
     response = client.get(f"/api/telnyx/calls/{CALLER}/context")
     assert response.status_code == 401
     assert "context" not in response.get_json()
+
+
+def test_a_number_has_the_same_context_without_a_call(client, agent, db_rows, past_call):
+    db_rows(
+        "INSERT INTO prospects (name, phone_number, company) VALUES ('Ada', %s, 'Engines')"
+        " RETURNING id",
+        (NUMBER,),
+    )
+    past_call(0)
+    newest = past_call(5, notes="call back", disposition="follow-up")
+    for spelled in (NUMBER, "13125550147", "(312) 555-0147"):
+        response = client.get(f"/api/callers/{spelled}/context", headers=agent.headers)
+        assert response.status_code == 200, response.get_json()
+        result = response.get_json()["context"]
+        assert result["number"] == NUMBER
+        assert result["prospect"]["company"] == "Engines"
+        assert result["history"]["calls_before"] == 2
+        assert result["history"]["last_call"]["call_control_id"] == newest
+        assert result["history"]["last_note"]["note"] == "call back"
+
+
+@pytest.mark.parametrize("number", ["call-me", "12345", "+" + "9" * 20])
+def test_a_number_that_is_not_one_is_400(client, agent, number):
+    response = client.get(f"/api/callers/{number}/context", headers=agent.headers)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_number"
+
+
+def test_a_numbers_context_needs_a_signed_in_agent(client):
+    assert client.get(f"/api/callers/{NUMBER}/context").status_code == 401
