@@ -21,6 +21,7 @@ exits 1 when the server-side p99 is over the 5 ms target or a plan reads call_lo
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import random
 import re
@@ -33,7 +34,7 @@ from typing import Any
 
 import psycopg2
 
-from telnyx_flask.caller_context import CONTEXT_SQL, context_params
+from telnyx_flask.caller_context import CALLS_BEFORE_CAP, CONTEXT_SQL, context_params
 
 # The repository root, for the tests' throwaway database helper (bench/ is run as scripts).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -68,9 +69,10 @@ FROM generate_series(0, %(numbers)s - 1, 4) AS i
 """
 
 # Numbers 0-4 are the heavy callers (a call centre's regulars, an auto-dialler): 2 % of all
-# calls. The others are drawn as floor(numbers * r^3): a long tail where low indexes call often
-# and most numbers call a few times. 30 % of calls were noted by the agent who took them (or, for
-# calls nobody answered, by some agent), half of those with a text note.
+# calls, some 4,000 each. The others are drawn as floor(numbers * r^1.5): a long tail where the
+# busiest regular has a few hundred calls and most numbers call a few times. 30 % of calls
+# were noted by the agent who took them (or, for calls nobody answered, by some agent), half of
+# those with a text note.
 CALL_LOGS_SQL = f"""
 WITH agents AS (SELECT array_agg(id ORDER BY email) AS ids, count(*) AS n FROM users),
      draws AS (
@@ -82,7 +84,7 @@ WITH agents AS (SELECT array_agg(id ORDER BY email) AS ids, count(*) AS n FROM u
          SELECT d.*,
                 CASE WHEN r_who < 0.02 THEN floor(r_who * 50 * {HEAVY_CALLERS})::int
                      ELSE {HEAVY_CALLERS}
-                          + floor((%(numbers)s - {HEAVY_CALLERS}) * power(random(), 3))::int
+                          + floor((%(numbers)s - {HEAVY_CALLERS}) * power(random(), 1.5))::int
                 END AS who,
                 CASE WHEN r_outcome < 0.62 THEN 'answered' WHEN r_outcome < 0.80 THEN 'missed'
                      WHEN r_outcome < 0.95 THEN 'abandoned' ELSE 'declined' END AS outcome,
@@ -159,9 +161,11 @@ def sample_numbers(cur: Any, args: argparse.Namespace) -> list[tuple[str, str]]:
     return picked
 
 
-def server_ms(cur: Any, number: str) -> tuple[float, list[str]]:
-    """EXPLAIN (ANALYZE, BUFFERS)'s execution time for one number, and the plan."""
-    cur.execute(f"EXPLAIN (ANALYZE, BUFFERS) {CONTEXT_SQL}", context_params(number, RINGING_CALL))
+def server_ms(cur: Any, number: str, timing: bool = False) -> tuple[float, list[str]]:
+    """EXPLAIN ANALYZE's execution time for one number, and the plan. Without per-node timing
+    (TIMING OFF) unless asked: reading the clock at every row inflates a count of thousands."""
+    options = "ANALYZE, BUFFERS" + ("" if timing else ", TIMING OFF")
+    cur.execute(f"EXPLAIN ({options}) {CONTEXT_SQL}", context_params(number, RINGING_CALL))
     plan = [row[0] for row in cur.fetchall()]
     match = EXECUTION_TIME.search("\n".join(plan))
     return (float(match.group(1)) if match else float("nan")), plan
@@ -204,10 +208,14 @@ def report(args: argparse.Namespace, facts: dict[str, Any], results: dict[str, A
         f"for {args.samples} numbers: the {HEAVY_CALLERS} heavy callers (each repeated 4 times),",
         "random numbers that have called (a 1 % block sample of call_logs, so frequent callers",
         "come up as often as they call) and 10 % numbers that never called. The call the",
-        "context is for is ringing, so it has no log row yet.",
+        "context is for is ringing, so it has no log row yet. Counting stops at",
+        f'{CALLS_BEFORE_CAP + 1:,} rows (the card says "{CALLS_BEFORE_CAP}+ calls before"), so',
+        "a heavy caller costs a bounded index-only scan.",
         "",
-        "- **server**: the `Execution Time` of `EXPLAIN (ANALYZE, BUFFERS)` per number: what",
-        "  PostgreSQL spends, without the network or the client;",
+        "- **server**: the `Execution Time` of `EXPLAIN (ANALYZE, BUFFERS, TIMING OFF)` per",
+        "  number: what PostgreSQL spends, without the network or the client (per-node timing",
+        "  is off: reading the clock at each of a heavy caller's rows would add more than the",
+        "  count costs; the plan shown below has it on);",
         "- **round trip**: the plain query timed in Python around `execute` + `fetchone` with",
         "  psycopg2 over TCP to 127.0.0.1: what the endpoint waits for.",
         "",
@@ -225,7 +233,10 @@ def report(args: argparse.Namespace, facts: dict[str, Any], results: dict[str, A
         f"- sizes: {facts['sizes']}",
         f"- fill + VACUUM ANALYZE took {facts['fill_seconds']:.0f} s",
         f"- PostgreSQL {facts['server']}; Python {platform.python_version()} on"
-        f" {platform.platform()}; 2 cores shared with other work",
+        f" {platform.platform()}; 2 cores shared with other work (load average"
+        f" {results['load'][0]:.1f} / {results['load'][1]:.1f} / {results['load'][2]:.1f}"
+        " over 1 / 5 / 15 min at the end of the run: the round trips include waiting for a"
+        " core)",
         "",
         "## Results (ms)",
         "",
@@ -242,10 +253,19 @@ def report(args: argparse.Namespace, facts: dict[str, Any], results: dict[str, A
         f"Server-side p99 {percentile(server, 0.99):.3f} ms: {verdict} the {TARGET_MS:g} ms target."
         f" Sequential scans of call_logs in any plan: {'YES' if results['seq_scan'] else 'none'}.",
         "",
-        f"## The plan for a heavy caller ({results['heavy_calls']:,} calls)",
+        f"The slowest lookup: {results['slowest'][0]:.3f} ms, a {results['slowest'][1]} number"
+        f" with {results['slowest'][2]:,} calls; its plan (TIMING OFF) is at the end.",
+        "",
+        f"## The plan for a heavy caller ({results['heavy_calls']:,} calls, per-node timing on)",
         "",
         "```",
         *results["plan"],
+        "```",
+        "",
+        "## The slowest lookup's plan",
+        "",
+        "```",
+        *results["slowest_plan"],
         "```",
         "",
     ]
@@ -260,15 +280,19 @@ def measure(cur: Any, args: argparse.Namespace) -> dict[str, Any]:
         round_trip_ms(cur, number)
     server, trips, seq_scan = [], [], False
     by_kind: dict[str, list[float]] = {}
-    plan: list[str] = []
+    slowest = (0.0, "", "")
     for kind, number in samples:
         ms, this_plan = server_ms(cur, number)
         seq_scan = seq_scan or any("Seq Scan on call_logs" in line for line in this_plan)
         server.append(ms)
         by_kind.setdefault(kind, []).append(ms)
         trips.append(round_trip_ms(cur, number))
-        if number == heavy_number:
-            plan = this_plan
+        slowest = max(slowest, (ms, kind, number))
+    _, plan = server_ms(cur, heavy_number, timing=True)
+    _, slowest_plan = server_ms(cur, slowest[2])
+    slowest_calls = scalar(
+        cur, "SELECT count(*) FROM call_logs WHERE phone_number = %s", (slowest[2],)
+    )
     heavy_calls = scalar(
         cur, "SELECT count(*) FROM call_logs WHERE phone_number = %s", (heavy_number,)
     )
@@ -279,6 +303,9 @@ def measure(cur: Any, args: argparse.Namespace) -> dict[str, Any]:
         "seq_scan": seq_scan,
         "plan": plan,
         "heavy_calls": heavy_calls,
+        "slowest": (slowest[0], slowest[1], slowest_calls),
+        "slowest_plan": slowest_plan,
+        "load": os.getloadavg(),
     }
 
 

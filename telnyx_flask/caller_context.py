@@ -23,20 +23,24 @@ from .phone_numbers import normalise_phone
 bp = Blueprint("caller_context", __name__)
 
 MAX_CALL_CONTROL_ID = 256
+# Past this many the card says "1000+ calls before": counting stops there, so an auto-dialler's
+# ten thousand calls cost what a regular's thousand do.
+CALLS_BEFORE_CAP = 1000
 
 # One round trip, each part on its own index:
 # - the prospect as the ringing lookup picks it (sql/008: oldest first), by
 #   prospects_phone_number_idx;
-# - the count as all of the number's rows (an index-only scan of call_logs_phone_number_history_idx)
-#   less this call's own row (found by call_sid, unique), so a caller with thousands of calls
-#   costs no heap fetches;
+# - the count as the number's rows, up to one more than CALLS_BEFORE_CAP (an index-only scan of
+#   call_logs_phone_number_history_idx, no heap fetches), and apart whether this call has a row
+#   of its own (by call_sid, unique);
 # - the last call: the first entry of call_logs_phone_number_history_idx that is not this call;
 # - the last note: the first entry of the partial call_logs_phone_number_noted_idx (sql/010).
 CONTEXT_SQL = """
 SELECT p.id::text, p.name, p.company, p.notes,
-       (SELECT count(*) FROM call_logs WHERE phone_number = %(number)s)
-         - (SELECT count(*) FROM call_logs
-            WHERE call_sid = %(call)s AND phone_number = %(number)s) AS calls_before,
+       (SELECT count(*) FROM (SELECT FROM call_logs WHERE phone_number = %(number)s
+                              LIMIT %(count_limit)s) AS counted) AS calls,
+       EXISTS (SELECT FROM call_logs
+               WHERE call_sid = %(call)s AND phone_number = %(number)s) AS own_row,
        last_call.call_sid, last_call.at, last_call.outcome,
        last_call.agent_id, last_call.agent_name,
        last_note.notes, last_note.disposition, last_note.noted_at,
@@ -74,9 +78,9 @@ def _person(person_id: str | None, name: str | None) -> dict[str, Any] | None:
     return {"id": person_id, "name": name} if person_id is not None else None
 
 
-def context_params(number: str, call_control_id: str) -> dict[str, str]:
+def context_params(number: str, call_control_id: str) -> dict[str, Any]:
     """CONTEXT_SQL's parameters (the bench runs the same statement)."""
-    return {"number": number, "call": call_control_id}
+    return {"number": number, "call": call_control_id, "count_limit": CALLS_BEFORE_CAP + 1}
 
 
 def context_from_row(number: str, row: tuple) -> dict[str, Any]:
@@ -86,7 +90,8 @@ def context_from_row(number: str, row: tuple) -> dict[str, Any]:
         prospect_name,
         company,
         prospect_notes,
-        calls_before,
+        calls,
+        own_row,
         last_sid,
         last_at,
         last_outcome,
@@ -122,10 +127,17 @@ def context_from_row(number: str, row: tuple) -> dict[str, Any]:
             "at": _iso(noted_at),
             "by": _person(noted_by_id, noted_by_name),
         }
+    # At the cap, at least CALLS_BEFORE_CAP of the rows counted are other calls.
+    capped = calls > CALLS_BEFORE_CAP
     return {
         "number": number,
         "prospect": prospect,
-        "history": {"calls_before": calls_before, "last_call": last_call, "last_note": last_note},
+        "history": {
+            "calls_before": CALLS_BEFORE_CAP if capped else calls - int(own_row),
+            "calls_before_capped": capped,
+            "last_call": last_call,
+            "last_note": last_note,
+        },
     }
 
 

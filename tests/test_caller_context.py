@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from telnyx_flask.caller_context import CALLS_BEFORE_CAP
+
 from .helpers import abandoned_call_events, empty_redis, load_fixture
 
 T0 = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
@@ -78,7 +80,12 @@ def test_a_number_never_heard_from_has_no_prospect_and_no_history(client, agent,
     assert context(client, agent) == {
         "number": NUMBER,
         "prospect": None,
-        "history": {"calls_before": 0, "last_call": None, "last_note": None},
+        "history": {
+            "calls_before": 0,
+            "calls_before_capped": False,
+            "last_call": None,
+            "last_note": None,
+        },
     }
 
 
@@ -91,7 +98,7 @@ def test_history_counts_the_numbers_calls_and_names_the_last_one(
     newest = past_call(20, outcome="answered", answered_by=bob.id)
     past_call(30, number="+12025550188")  # another number's call is not this one's history
     history = context(client, agent)["history"]
-    assert history["calls_before"] == 3
+    assert (history["calls_before"], history["calls_before_capped"]) == (3, False)
     assert history["last_call"] == {
         "call_control_id": newest,
         "started_at": "2026-11-20T15:20:00+00:00",
@@ -125,7 +132,12 @@ def test_an_ended_calls_own_log_row_is_not_its_history(client, agent, post_webho
     [row] = db_rows("SELECT call_sid, phone_number FROM call_logs")
     result = context(client, agent, row["call_sid"])
     assert result["number"] == row["phone_number"]
-    assert result["history"] == {"calls_before": 0, "last_call": None, "last_note": None}
+    assert result["history"] == {
+        "calls_before": 0,
+        "calls_before_capped": False,
+        "last_call": None,
+        "last_note": None,
+    }
 
 
 def test_a_call_redis_has_forgotten_is_read_from_postgresql(
@@ -184,3 +196,24 @@ def test_a_number_that_is_not_one_is_400(client, agent, number):
 
 def test_a_numbers_context_needs_a_signed_in_agent(client):
     assert client.get(f"/api/callers/{NUMBER}/context").status_code == 401
+
+
+def test_a_caller_with_more_than_a_thousand_calls_is_counted_as_1000_plus(
+    client, agent, ringing, db_rows
+):
+    db_rows(
+        "INSERT INTO call_logs (call_sid, direction, from_number, phone_number, outcome,"
+        " started_at) SELECT 'v3:dialler-' || i, 'inbound', %s, %s, 'missed',"
+        " %s + i * interval '1 minute' FROM generate_series(1, %s) AS i RETURNING id",
+        (NUMBER, NUMBER, T0, CALLS_BEFORE_CAP),
+    )
+    history = context(client, agent)["history"]
+    assert (history["calls_before"], history["calls_before_capped"]) == (CALLS_BEFORE_CAP, False)
+    assert history["last_call"]["call_control_id"] == f"v3:dialler-{CALLS_BEFORE_CAP}"
+    db_rows(
+        "INSERT INTO call_logs (call_sid, direction, from_number, phone_number, outcome)"
+        " VALUES ('v3:dialler-more', 'inbound', %s, %s, 'missed') RETURNING id",
+        (NUMBER, NUMBER),
+    )
+    history = context(client, agent)["history"]
+    assert (history["calls_before"], history["calls_before_capped"]) == (CALLS_BEFORE_CAP, True)

@@ -65,15 +65,17 @@ function contextLines(entry) {
   return lines;
 }
 
-/** "3 calls before · last Dec 2 14:05, Answered by Alice" or "First call from this number". */
+/** "3 calls before · last Dec 2 14:05, Answered by Alice" ("1000+ calls" past the cap), or
+ * "First call from this number". */
 export function historyText(history) {
   const count = history.calls_before;
   if (!count || !history.last_call) return "First call from this number";
   const last = history.last_call;
   const outcome = OUTCOME_LABELS[last.outcome] || last.outcome || "";
   const by = last.agent ? ` by ${last.agent.name}` : "";
-  const plural = count === 1 ? "call" : "calls";
-  return `${count} ${plural} before · last ${formatTime(last.started_at)}, ${outcome}${by}`;
+  const plural = count === 1 && !history.calls_before_capped ? "call" : "calls";
+  const more = history.calls_before_capped ? "+" : "";
+  return `${count}${more} ${plural} before · last ${formatTime(last.started_at)}, ${outcome}${by}`;
 }
 
 /** "Last note (sale, Bob): bought two". */
