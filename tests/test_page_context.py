@@ -153,6 +153,16 @@ def test_a_prospects_call_rings_with_context_and_the_note_reaches_history_and_th
         expect(note.locator(".note-text")).to_have_text("Ordered 40 pallets, invoice to accounts.")
         expect(note).to_contain_text("Alice")
 
+    # Only the agent who had the call may change it: her row offers it, his does not.
+    expect(page_b.history_row(call).locator(".edit-note")).to_have_count(0)
+    page_a.history_row(call).get_by_role(
+        "button", name="Edit note for the call with Dana Whitfield"
+    ).click()
+    expect(form.get_by_label("Disposition")).to_have_value("sale")
+    expect(form.get_by_label("Note")).to_have_value("Ordered 40 pallets, invoice to accounts.")
+    form.get_by_role("button", name="Not now").click()
+    expect(page_a.page.locator("#after-call")).to_be_hidden()
+
     page_b.page.get_by_label("Disposition").select_option("sale")
     expect(page_b.page.locator("#history li")).to_have_count(1)
     expect(page_b.history_row(call)).to_be_visible()

@@ -659,7 +659,7 @@ function historyRow(call) {
   if (call.agent) parts.push(call.agent.name);
   details.textContent = parts.filter(Boolean).join(" · ");
   row.append(who, outcome, details);
-  appendCallNote(row, call);
+  appendCallNote(row, call, state.me, knownName(call) || formatPhone(call.from));
   if (call.has_recording) {
     const audio = document.createElement("audio");
     audio.controls = true;

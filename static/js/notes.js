@@ -54,7 +54,8 @@ function option(value, label) {
   return element;
 }
 
-/** Offer the after-call form for a call this agent had and that has just ended. */
+/** Offer the after-call form for a call this agent had and that has ended; a call from the
+ * history brings its saved note and disposition, which a save replaces. */
 export function offerAfterCallForm(call, callerName) {
   const id = call.call_control_id;
   if (forms.has(id)) return;
@@ -79,8 +80,12 @@ export function offerAfterCallForm(call, callerName) {
   form.querySelector(".who").textContent = `Call with ${callerName}${number}`;
   const select = form.querySelector("select");
   select.append(option("", "No disposition"), ...settings.dispositions.map((d) => option(d, d)));
+  if (call.disposition && settings.dispositions.includes(call.disposition)) {
+    select.value = call.disposition;
+  }
   const note = form.querySelector("textarea");
   note.maxLength = settings.noteMaxChars;
+  note.value = call.note || "";
   const count = () => {
     form.querySelector(".note-count").textContent =
       `${note.value.length} / ${settings.noteMaxChars} characters`;
@@ -95,6 +100,7 @@ export function offerAfterCallForm(call, callerName) {
   forms.set(id, form);
   $("after-call-forms").prepend(form);
   $("after-call").hidden = false;
+  return form;
 }
 
 function remove(id) {
@@ -131,9 +137,24 @@ async function save(id, form) {
   }
 }
 
-/** Add the call's disposition and note to its history row. */
-export function appendCallNote(row, call) {
-  if (!call.disposition && !call.note) return;
+/** Add the call's disposition and note to its history row, and for the agent who had the call,
+ * a button to add or change them. */
+export function appendCallNote(row, call, me, callerName) {
+  if (call.disposition || call.note) row.append(noteBox(call));
+  if (!me || !call.agent || call.agent.id !== me.id) return;
+  const edit = document.createElement("button");
+  edit.type = "button";
+  edit.className = "edit-note";
+  edit.textContent = call.disposition || call.note ? "Edit note" : "Add note";
+  edit.setAttribute("aria-label", `${edit.textContent} for the call with ${callerName}`);
+  edit.addEventListener("click", () => {
+    const form = forms.get(call.call_control_id) || offerAfterCallForm(call, callerName);
+    form.querySelector("select").focus();
+  });
+  row.append(edit);
+}
+
+function noteBox(call) {
   const box = document.createElement("p");
   box.className = "call-note";
   if (call.disposition) {
@@ -154,5 +175,5 @@ export function appendCallNote(row, call) {
     by.textContent = `— ${call.noted_by.name}`;
     box.append(by);
   }
-  row.append(box);
+  return box;
 }
