@@ -13,6 +13,9 @@ from playwright.sync_api import expect, sync_playwright
 from .browser import CHROMIUM, CHROMIUM_ARGS, AgentPage, chromium_missing_message, save_screenshot
 from .servers import ready_simulator, running_stack
 
+# conftest marks test_page's tests by name; this module drives Chromium too.
+pytestmark = pytest.mark.browser
+
 NUMBER = "+13125550147"
 PASSWORD = "correct horse battery"
 
