@@ -18,6 +18,7 @@ export function showCallerContext(card, call, onLoaded) {
   if (!box) {
     box = document.createElement("div");
     box.className = "caller-context";
+    box.setAttribute("role", "group");
     box.setAttribute("aria-label", "About this caller");
     card.querySelector(".actions").before(box);
   }
