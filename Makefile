@@ -67,6 +67,7 @@ bench: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(BENCH_LOCK)
 	$(BIN)/python bench/webhook_throughput.py
 	$(BIN)/python bench/ring_latency.py
+	$(BIN)/python bench/caller_context.py
 
 # Re-take docs/screenshots/*.png from the browser test that walks through a call.
 screenshots: $(INSTALLED) $(WEBRTC_SDK)

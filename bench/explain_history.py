@@ -52,7 +52,7 @@ FROM generate_series(1, %(prospects)s) AS i
 # Outcomes about as a sales line sees them: 62% answered, 18% missed, 15% abandoned, 5% declined.
 # 30% of calls come from known prospects (a few hundred numbers that call often), the rest from
 # 40,000 other numbers; 0.5% have no started_at (their start never arrived); answered calls have
-# an agent, talk time and mostly a recording.
+# an agent, talk time and mostly a recording; 30% have a disposition (6% each of five).
 CALL_LOGS_SQL = """
 WITH agents AS (SELECT array_agg(id ORDER BY email) AS ids FROM users),
      leads AS (
@@ -65,7 +65,8 @@ WITH agents AS (SELECT array_agg(id ORDER BY email) AS ids FROM users),
          SELECT i,
                 now() - random() * interval '180 days' AS started,
                 random() AS r_outcome, random() AS r_known, random() AS r_who, random() AS r_agent,
-                random() AS r_ring, random() AS r_talk, random() AS r_null, random() AS r_record
+                random() AS r_ring, random() AS r_talk, random() AS r_null, random() AS r_record,
+                random() AS r_noted
          FROM generate_series(1, %(rows)s) AS i),
      calls AS (
          SELECT d.*,
@@ -78,7 +79,7 @@ WITH agents AS (SELECT array_agg(id ORDER BY email) AS ids FROM users),
 INSERT INTO call_logs (call_sid, call_session_id, direction, from_number, phone_number, to_number,
                        started_at, ended_at, duration, outcome, end_reason, hangup_source,
                        answered_by, caller_id, prospect_id, prospect_name, recording_url,
-                       created_at, updated_at)
+                       disposition, created_at, updated_at)
 SELECT 'v3:' || md5('leg' || i) || md5('call' || i),
        md5('session' || i)::uuid::text,
        'inbound',
@@ -99,6 +100,9 @@ SELECT 'v3:' || md5('leg' || i) || md5('call' || i),
        leads.names[lead],
        CASE WHEN outcome = 'answered' AND r_record < 0.9
             THEN 'https://s3.amazonaws.com/telnyx-recordings/' || md5('rec' || i) || '.mp3' END,
+       CASE WHEN r_noted < 0.30
+            THEN (ARRAY['resolved', 'follow-up', 'sale', 'wrong number', 'spam'])
+                 [1 + floor(r_noted / 0.06)::int] END,
        started + ring + make_interval(secs => talk + 1),
        started + ring + make_interval(secs => talk + 1)
 FROM calls, agents, leads
@@ -217,6 +221,14 @@ def queries(cur: Any) -> list[tuple[str, str, dict[str, Any]]]:
             "outcome=missed, page behind a cursor",
             HistoryQuery(outcome="missed", before=cursor_at(cur, missed, 5000)),
         ),
+        ("disposition=sale", HistoryQuery(disposition="sale")),
+        (
+            "disposition=spam, page behind a cursor",
+            HistoryQuery(
+                disposition="spam", before=cursor_at(cur, HistoryQuery(disposition="spam"), 2000)
+            ),
+        ),
+        ("disposition=sale + agent", HistoryQuery(disposition="sale", agent=busy_agent)),
         ("direction=inbound", HistoryQuery(direction="inbound")),
         ("direction=outbound (none exist)", HistoryQuery(direction="outbound")),
         ("agent=<busiest agent>", HistoryQuery(agent=busy_agent)),

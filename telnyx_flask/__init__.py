@@ -57,6 +57,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         agent_api,
         auth,
         background,
+        call_notes,
+        caller_context,
         db,
         errors,
         history,
@@ -104,6 +106,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     webhook_intake.init_app(app)
     app.register_blueprint(agent_api.bp)
     app.register_blueprint(history.bp)
+    app.register_blueprint(caller_context.bp)
+    app.register_blueprint(call_notes.bp)
     app.register_blueprint(recordings.bp)
     app.register_blueprint(softphone.bp)
     if app.config["APP_ENV"] == "development":

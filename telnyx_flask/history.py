@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from .auth import agent_required
 from .db import get_db
@@ -30,7 +30,17 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 OUTCOMES = ("answered", "missed", "abandoned", "declined", "voicemail")
 DIRECTIONS = ("inbound", "outbound")
-PARAMETERS = ("limit", "before", "outcome", "direction", "agent", "phone", "since", "until")
+PARAMETERS = (
+    "limit",
+    "before",
+    "outcome",
+    "direction",
+    "agent",
+    "phone",
+    "since",
+    "until",
+    "disposition",
+)
 MAX_CURSOR_LENGTH = 200
 MAX_CALL_ID_LENGTH = 256
 LIMIT = re.compile(r"[0-9]{1,3}")
@@ -43,9 +53,13 @@ SORT_KEY = "COALESCE(cl.started_at, cl.created_at)"
 COLUMNS = (
     "cl.id::text, cl.call_sid, cl.direction, cl.from_number, cl.to_number, cl.prospect_name,"
     " cl.prospect_id::text, cl.outcome, cl.duration, cl.started_at, cl.ended_at, cl.end_reason,"
-    f" cl.recording_url, u.id::text, u.name, {SORT_KEY}"
+    " cl.recording_url, u.id::text, u.name, cl.notes, cl.disposition, nu.id::text, nu.name,"
+    f" cl.noted_at, {SORT_KEY}"
 )
-FROM = "FROM call_logs cl LEFT JOIN users u ON u.id = cl.answered_by"
+FROM = (
+    "FROM call_logs cl LEFT JOIN users u ON u.id = cl.answered_by"
+    " LEFT JOIN users nu ON nu.id = cl.noted_by"
+)
 
 
 class InvalidParameter(ApiError):
@@ -103,6 +117,7 @@ class HistoryQuery:
     phone: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    disposition: str | None = None
 
 
 def _aware_timestamp(text: str) -> datetime:
@@ -168,8 +183,10 @@ def _timestamp(name: str, value: str) -> datetime:
         raise InvalidParameter(name, f"{name} {error}{hint}") from None
 
 
-def parse_query(args: Any) -> HistoryQuery:
-    """Check every query parameter of GET /api/calls; InvalidParameter names the first bad one."""
+def parse_query(args: Any, dispositions: tuple[str, ...] = ()) -> HistoryQuery:
+    """Check every query parameter of GET /api/calls; InvalidParameter names the first bad one.
+
+    `dispositions` is the configured list (CALL_DISPOSITIONS) a ?disposition= must be in."""
     values: dict[str, str] = {}
     for name, given in args.lists():
         if name not in PARAMETERS:
@@ -186,6 +203,7 @@ def parse_query(args: Any) -> HistoryQuery:
         "phone": _phone,
         "since": lambda v: _timestamp("since", v),
         "until": lambda v: _timestamp("until", v),
+        "disposition": lambda v: _one_of("disposition", v, dispositions),
     }
     return HistoryQuery(**{name: checks[name](value) for name, value in values.items()})
 
@@ -209,6 +227,9 @@ def list_sql(query: HistoryQuery) -> tuple[str, dict[str, Any]]:
     if query.phone is not None:
         conditions.append("cl.phone_number = %(phone)s")
         params["phone"] = query.phone
+    if query.disposition is not None:
+        conditions.append("cl.disposition = %(disposition)s")
+        params["disposition"] = query.disposition
     # since/until are on started_at. Put as the same bounds on the sort key plus "started_at is
     # known" (which says the same thing), they range over the index the page is read from, and
     # the planner, not seeing two correlated conditions, estimates the row count right.
@@ -252,6 +273,11 @@ def _call(row: tuple, include_recording_url: bool = False) -> dict[str, Any]:
         recording_url,
         agent_id,
         agent_name,
+        note,
+        disposition,
+        noted_by_id,
+        noted_by_name,
+        noted_at,
         _sort_key,
     ) = row
     call = {
@@ -269,6 +295,12 @@ def _call(row: tuple, include_recording_url: bool = False) -> dict[str, Any]:
         "end_reason": end_reason,
         "has_recording": recording_url is not None,
         "agent": {"id": agent_id, "name": agent_name} if agent_id is not None else None,
+        "note": note,
+        "disposition": disposition,
+        "noted_by": (
+            {"id": noted_by_id, "name": noted_by_name} if noted_by_id is not None else None
+        ),
+        "noted_at": _iso(noted_at),
     }
     if include_recording_url:
         call["recording_url"] = recording_url
@@ -318,7 +350,8 @@ def find_call(call_id: str, include_recording_url: bool = False) -> dict[str, An
 @agent_required
 def list_calls():
     """The call history, newest first: filters, `limit`, and `before` = the last next_cursor."""
-    calls, next_cursor = call_page(parse_query(request.args))
+    dispositions = current_app.config["CALL_DISPOSITIONS"]
+    calls, next_cursor = call_page(parse_query(request.args, dispositions))
     return jsonify({"success": True, "calls": calls, "next_cursor": next_cursor})
 
 

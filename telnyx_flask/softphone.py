@@ -156,6 +156,9 @@ def page_config():
                 and config["TELNYX_SIMULATOR_URL"] is not None
             },
             "ring_timeout_seconds": config["RING_TIMEOUT_SECONDS"],
+            # The after-call form's choices and limit (call_notes.py checks the same).
+            "dispositions": list(config["CALL_DISPOSITIONS"]),
+            "note_max_chars": config["CALL_NOTE_MAX_CHARS"],
         }
     )
 

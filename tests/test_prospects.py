@@ -184,3 +184,49 @@ def test_a_caller_who_is_not_a_prospect_has_no_name(runner, db_rows, tmp_path, p
     assert db_rows("SELECT prospect_id, prospect_name FROM call_logs") == [
         {"prospect_id": None, "prospect_name": None}
     ]
+
+
+def test_company_and_notes_columns_are_imported_when_given(runner, db_rows, tmp_path):
+    path = write_csv(
+        tmp_path,
+        "name,phone,company,notes\n"
+        'Ada Lovelace,(312) 555-0147,Analytical Engines Ltd,"Wants a demo.\nCall after 2 pm."\n'
+        "Marie Curie,+33 1 42 68 53 00,  Radium Institute  ,\n"
+        "Charles Darwin,13125550148\n",
+    )
+    result = import_csv(runner, path)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "imported 3 prospects, skipped 0 bad rows"
+    assert db_rows("SELECT name, company, notes FROM prospects ORDER BY name") == [
+        {
+            "name": "Ada Lovelace",
+            "company": "Analytical Engines Ltd",
+            "notes": "Wants a demo.\nCall after 2 pm.",
+        },
+        {"name": "Charles Darwin", "company": None, "notes": None},
+        {"name": "Marie Curie", "company": "Radium Institute", "notes": None},
+    ]
+
+
+def test_too_long_company_or_notes_and_extra_columns_are_bad_rows_named_by_line(
+    runner, db_rows, tmp_path
+):
+    path = write_csv(
+        tmp_path,
+        "name,phone,company,notes\n"
+        f"Long Company,(312) 555-0147,{'C' * 201},\n"
+        f"Long Notes,(312) 555-0148,Acme,{'n' * 2001}\n"
+        "Too Many,(312) 555-0149,Acme,notes,surprise\n"
+        "Nul Byte,(312) 555-0150,Ac\x00me,\n"
+        f"Just Right,(312) 555-0151,{'C' * 200},{'n' * 2000}\n",
+    )
+    result = import_csv(runner, path)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "imported 1 prospects, skipped 4 bad rows"
+    assert result.stderr.splitlines() == [
+        "line 2: company is 201 characters long; the limit is 200",
+        "line 3: notes is 2001 characters long; the limit is 2000",
+        "line 4: expected at most 4 columns: name, phone, company, notes",
+        "line 5: contains a NUL character",
+    ]
+    assert prospects(db_rows) == [("Just Right", "+13125550151")]

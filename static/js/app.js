@@ -10,6 +10,16 @@ import {
   secondsSince,
 } from "./format.js";
 import { SharedLiveEvents } from "./shared_stream.js";
+import { forgetCallerContexts, showCallerContext } from "./context.js";
+import {
+  appendCallNote,
+  applyNotesConfig,
+  forgetAfterCallForms,
+  historyFilterQuery,
+  initNotes,
+  matchesHistoryFilter,
+  offerAfterCallForm,
+} from "./notes.js";
 import { BrowserPhone, sipHeader } from "./phone.js";
 
 const $ = (id) => document.getElementById(id);
@@ -152,6 +162,7 @@ function forgetEverything() {
   $("history").replaceChildren();
   state.historyRows.clear();
   state.historyCursor = null;
+  forgetAfterCallForms();
   render();
 }
 
@@ -208,6 +219,7 @@ async function signedInElsewhere() {
 function applyConfig() {
   const config = state.config;
   $("simulator").hidden = !(config && config.simulator.enabled);
+  applyNotesConfig(config);
   if (config && config.webrtc.enabled && !phone) {
     phone = new BrowserPhone({
       sdkUrl: config.webrtc.sdk_url,
@@ -284,6 +296,7 @@ function handleEvent(type, data) {
       break;
     case "call.recording":
     case "call.logged":
+    case "call.noted":
       refreshHistoryRow(data.call_control_id);
       break;
     default:
@@ -366,6 +379,7 @@ function ended(data) {
     state.activeId = null;
     if (phone) phone.hangup();
     announce(`Call with ${callerName(call)} ended`);
+    offerAfterCallForm(call, callerName(call));
   } else if (call.status === "ringing" || !call.claimed_by) {
     announce(`Call from ${callerName(call)} stopped ringing`);
   }
@@ -429,8 +443,10 @@ function renderCards(calls) {
       state.cards.set(call.call_control_id, card);
     }
     updateCard(card, call);
+    showCallerContext(card, call, render);
     return card;
   });
+  forgetCallerContexts(new Set(state.calls.keys()));
   // Move cards only when the order changed, so a focused button keeps its focus.
   const current = [...list.children];
   if (ordered.length !== current.length || ordered.some((card, i) => card !== current[i])) {
@@ -667,6 +683,7 @@ function historyRow(call) {
   if (call.agent) parts.push(call.agent.name);
   details.textContent = parts.filter(Boolean).join(" · ");
   row.append(who, outcome, details);
+  appendCallNote(row, call, state.me, knownName(call) || formatPhone(call.from));
   if (call.has_recording) {
     const audio = document.createElement("audio");
     audio.controls = true;
@@ -700,7 +717,7 @@ async function loadHistory() {
   const error = $("history-error");
   const cursor = state.historyCursor ? `&before=${encode(state.historyCursor)}` : "";
   try {
-    const page = await api(`/api/calls?limit=${HISTORY_PAGE}${cursor}`);
+    const page = await api(`/api/calls?limit=${HISTORY_PAGE}${cursor}${historyFilterQuery()}`);
     for (const call of page.calls) putHistoryRow(call, "bottom");
     state.historyCursor = page.next_cursor;
     $("load-more").hidden = !page.next_cursor;
@@ -715,7 +732,7 @@ async function loadHistory() {
 
 async function refreshHistory() {
   try {
-    const page = await api(`/api/calls?limit=${HISTORY_PAGE}`);
+    const page = await api(`/api/calls?limit=${HISTORY_PAGE}${historyFilterQuery()}`);
     for (const call of [...page.calls].reverse()) {
       putHistoryRow(call, "top");
     }
@@ -731,10 +748,29 @@ async function refreshHistory() {
 async function refreshHistoryRow(id) {
   try {
     const reply = await api(`/api/calls/${encode(id)}`);
-    putHistoryRow(reply.call, "top");
+    if (matchesHistoryFilter(reply.call)) {
+      putHistoryRow(reply.call, "top");
+    } else {
+      removeHistoryRow(id);
+    }
   } catch {
     // not logged yet: call.ended's refresh will bring it
   }
+}
+
+function removeHistoryRow(id) {
+  const row = state.historyRows.get(id);
+  if (row) row.remove();
+  state.historyRows.delete(id);
+}
+
+/** The history from its first page again (the disposition filter changed). */
+function reloadHistory() {
+  $("history").replaceChildren();
+  state.historyRows.clear();
+  state.historyCursor = null;
+  $("load-more").hidden = true;
+  loadHistory();
 }
 
 // ---- wiring -------------------------------------------------------------------------------
@@ -755,6 +791,7 @@ function bindControls() {
   $("mute").addEventListener("click", () => ringtone.toggleMute());
   $("load-more").addEventListener("click", loadHistory);
   $("simulate").addEventListener("click", simulateCall);
+  initNotes({ onFilterChange: reloadHistory, say: announce });
   const notify = $("notify");
   notify.hidden = !notifier.canAsk;
   notify.addEventListener("click", async () => {
