@@ -43,9 +43,14 @@ SORT_KEY = "COALESCE(cl.started_at, cl.created_at)"
 COLUMNS = (
     "cl.id::text, cl.call_sid, cl.direction, cl.from_number, cl.to_number, cl.prospect_name,"
     " cl.prospect_id::text, cl.outcome, cl.duration, cl.started_at, cl.ended_at, cl.end_reason,"
-    f" cl.recording_url, u.id::text, u.name, {SORT_KEY}"
+    " cl.recording_url, u.id::text, u.name, tf.id::text, tf.name,"
+    f" {SORT_KEY}"
 )
-FROM = "FROM call_logs cl LEFT JOIN users u ON u.id = cl.answered_by"
+# tf: the agent who transferred the call to the one who answered it (sql/014), if anyone.
+FROM = (
+    "FROM call_logs cl LEFT JOIN users u ON u.id = cl.answered_by"
+    " LEFT JOIN users tf ON tf.id = cl.transferred_from"
+)
 
 
 class InvalidParameter(ApiError):
@@ -252,6 +257,8 @@ def _call(row: tuple, include_recording_url: bool = False) -> dict[str, Any]:
         recording_url,
         agent_id,
         agent_name,
+        transferred_from_id,
+        transferred_from_name,
         _sort_key,
     ) = row
     call = {
@@ -269,6 +276,11 @@ def _call(row: tuple, include_recording_url: bool = False) -> dict[str, Any]:
         "end_reason": end_reason,
         "has_recording": recording_url is not None,
         "agent": {"id": agent_id, "name": agent_name} if agent_id is not None else None,
+        "transferred_from": (
+            {"id": transferred_from_id, "name": transferred_from_name}
+            if transferred_from_id is not None
+            else None
+        ),
     }
     if include_recording_url:
         call["recording_url"] = recording_url
