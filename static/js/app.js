@@ -11,6 +11,7 @@ import {
 } from "./format.js";
 import { LiveEvents } from "./live.js";
 import { BrowserPhone, sipHeader } from "./phone.js";
+import { Transfers } from "./transfer.js";
 
 const $ = (id) => document.getElementById(id);
 // How long a card taken by someone else stays, saying who took it.
@@ -51,6 +52,14 @@ const live = new LiveEvents({
   onEvent: handleEvent,
   onStateChange: showConnection,
   canReconnect: sessionStillValid,
+});
+
+const transfers = new Transfers({
+  me: () => state.me,
+  calls: () => state.calls,
+  handOver,
+  announce,
+  changed: () => render(),
 });
 
 const encode = encodeURIComponent;
@@ -126,6 +135,7 @@ async function signedIn(user) {
   }
   applyConfig();
   live.start();
+  transfers.start();
   if (sameAgent) {
     refreshHistory();
   } else {
@@ -144,6 +154,7 @@ function forgetEverything() {
   state.cardErrors.clear();
   state.leaving.clear();
   state.activeId = null;
+  transfers.reset();
   $("history").replaceChildren();
   state.historyRows.clear();
   state.historyCursor = null;
@@ -265,7 +276,7 @@ function handleEvent(type, data) {
       refreshHistoryRow(data.call_control_id);
       break;
     default:
-      return;
+      if (!transfers.handleEvent(type, data)) return;
   }
   render();
 }
@@ -337,6 +348,19 @@ function released(id) {
   if (state.activeId === id) state.activeId = null;
 }
 
+/** A transfer moved the call to `agent` (or gave it back): their page now has it active. */
+function handOver(id, agent) {
+  const call = state.calls.get(id);
+  if (!call) return;
+  state.calls.set(id, { ...call, claimed_by: { id: agent.id, name: agent.name }, claim_action: "answer" });
+  if (state.me && agent.id === state.me.id) {
+    state.activeId = id;
+  } else if (state.activeId === id) {
+    // Telnyx hangs up this browser's leg once the colleague's phone answers.
+    state.activeId = null;
+  }
+}
+
 function ended(data) {
   const id = data.call_control_id;
   const call = merged(data);
@@ -374,15 +398,18 @@ function render() {
   const calls = ringingCalls();
   renderCards(calls);
   renderActive();
+  const offered = transfers.render(state.activeId && state.calls.get(state.activeId));
   const waiting = calls.filter((call) => call.status === "ringing");
   $("ringing-count").textContent = waiting.length ? `(${waiting.length})` : "";
   $("no-calls").hidden = calls.length > 0;
-  ringtone.ring(waiting.length > 0 && state.activeId === null);
+  ringtone.ring((waiting.length > 0 && state.activeId === null) || offered > 0);
   if (waiting.length) {
     title.flash(waiting.length === 1 ? "📞 Incoming call" : `📞 ${waiting.length} incoming calls`);
     for (const call of waiting) {
       notifier.show(call.call_control_id, "Incoming call", `${callerName(call)} is calling`);
     }
+  } else if (offered) {
+    title.flash("📞 Transferred call");
   } else {
     title.stop();
   }
@@ -641,6 +668,7 @@ function historyRow(call) {
   const parts = [formatTime(call.started_at)];
   if (call.outcome === "answered") parts.push(formatDuration(call.duration));
   if (call.agent) parts.push(call.agent.name);
+  if (call.transferred_from) parts.push(`transferred from ${call.transferred_from.name}`);
   details.textContent = parts.filter(Boolean).join(" · ");
   row.append(who, outcome, details);
   if (call.has_recording) {
