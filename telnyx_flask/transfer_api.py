@@ -68,6 +68,7 @@ def offer(call_control_id: str):
         _call_control_id(call_control_id),
         colleague_id,
         current_app.config["TRANSFER_RING_SECONDS"],
+        current_app.config["TELNYX_SIP_USERNAME"],
     )
     return jsonify({"success": True, **result})
 

@@ -133,11 +133,19 @@ def offer_transfer(
     call_control_id: str,
     colleague_id: str,
     ring_seconds: int,
+    shared_sip_username: str | None,
 ) -> dict[str, Any]:
     """Offer the agent's answered call to an available colleague, whose page then rings."""
     to = colleague(db, colleague_id)
     if to.id == agent.id:
         raise TransferToSelf("the call is already yours: pick a colleague")
+    if not (to.sip_username or shared_sip_username):
+        # Their Answer could not put the caller through (claims.sip_uri_for would refuse).
+        raise ApiError(
+            f"{to.name} has no SIP username, so a call cannot be put through to them",
+            status=409,
+            code="no_sip_username",
+        )
     now = presence.presence_of(to.id)
     if now != presence.AVAILABLE:
         raise AgentNotAvailable(f"{to.name} is not available ({now or 'signed out'})", now)

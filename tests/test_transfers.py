@@ -461,6 +461,14 @@ def test_transfer_to_an_away_agent_is_409(client, alice, bob, answered, db_rows)
     assert "Bob" in error["message"]
 
 
+def test_transfer_to_a_colleague_without_a_phone_is_409(client, alice, make_agent, answered):
+    dave = make_agent("Dave", sip_username=None)
+    answered()
+    response = offer(client, alice, dave.id)
+    assert response.status_code == 409
+    assert response.get_json()["error"]["code"] == "no_sip_username"
+
+
 def test_transfer_to_yourself_is_409(client, alice, answered):
     answered()
     response = offer(client, alice, alice.id)
