@@ -119,6 +119,7 @@ def test_a_call_is_shown_with_its_agent_prospect_and_whether_it_has_a_recording(
             "end_reason": "normal_clearing",
             "has_recording": True,
             "agent": {"id": agent.id, "name": "Alice"},
+            "transferred_from": None,
         }
     ]
 
