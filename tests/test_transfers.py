@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from telnyx_flask.live_rebuild import ensure_live_state
 from telnyx_flask.transfers import expire_offers
 
 from .fake_telnyx import error_body
-from .helpers import load_fixture, renamed
+from .helpers import empty_redis, load_fixture, renamed
 
 CALLER = "v3:Qf3u8JtKZq0pVm3xR2kL9w_ZbYc1dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5zA"
 FIRST_LEG = "v3:Bk7d2RrT0wq4Ye6Ui8Op1As3Df5Gh7Jk9Lz1Xc3Vb5Nm7Qw9Er1Ty3Ui5Op7As9"
@@ -209,6 +210,37 @@ def test_the_new_legs_events_and_the_first_agents_hangup_leave_the_call_answered
     assert live_call(app)["status"] == "answered"
     assert live_call(app)["claimed_by"]["id"] == bob.id
     assert client.get("/api/telnyx/calls/pending", headers=bob.headers).get_json()["calls"] == []
+
+
+def test_after_redis_lost_everything_the_agent_on_the_call_may_still_offer_it(
+    app, client, alice, bob, answered, redis_client, redis_prefix
+):
+    answered()
+    empty_redis(redis_client, redis_prefix)
+    with app.app_context():
+        ensure_live_state(app.extensions["database"], app.extensions["live"])
+    assert live_call(app)["claimed_by"]["id"] == alice.id
+
+    response = offer(client, alice, bob.id)
+
+    assert response.status_code == 200, response.get_json()
+
+
+def test_accepting_while_telnyx_is_known_down_wins_nothing(
+    app, client, alice, bob, answered, fake_telnyx
+):
+    answered()
+    assert offer(client, alice, bob.id).status_code == 200
+    breaker = app.extensions["telnyx"].breaker
+    for _ in range(breaker.settings.failure_threshold):
+        breaker.record_failure()
+
+    response = act(client, bob, "accept")
+
+    assert response.status_code == 503
+    assert live_call(app)["claimed_by"]["id"] == alice.id
+    assert live_call(app)["transfer"]["to_agent"]["id"] == bob.id
+    assert len(fake_telnyx.received("transfer")) == 1
 
 
 def test_declining_leaves_the_call_with_the_first_agent_who_may_offer_it_again(

@@ -15,7 +15,8 @@ end
 if status == 'ended' then
   return {'ended'}
 end
-if call[2] ~= offer.from_agent.id or call[4] ~= 'answer' then
+-- A claim rebuilt from PostgreSQL names its agent but no action.
+if call[2] ~= offer.from_agent.id or (call[4] and call[4] ~= 'answer') then
   if status == 'ringing' then
     return {'not_answered', status}
   end
