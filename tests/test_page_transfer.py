@@ -8,19 +8,34 @@ from playwright.sync_api import expect
 
 from . import test_page
 from .browser import save_screenshot
+from .servers import running_stack
 from .test_page import signed_in
 
-# A browser test against gunicorn: not part of `make test-fast`.
-pytestmark = [pytest.mark.browser, pytest.mark.gunicorn]
+# Chromium against gunicorn: not part of `make test-fast`.
+pytestmark = pytest.mark.browser
 
-# test_page.py's module stack, browser and pages, run afresh for this module.
-browser, stack, sim, base_url, pages = (
+# test_page.py's browser and pages; a stack of this module's own, whose offers expire soon.
+browser, sim, base_url, pages = (
     test_page.browser,
-    test_page.stack,
     test_page.sim,
     test_page.base_url,
     test_page.pages,
 )
+RING_SECONDS = 5
+
+
+@pytest.fixture(scope="module")
+def stack(database_url, redis_prefix):
+    with running_stack(
+        database_url,
+        redis_prefix,
+        workers=2,
+        RING_TIMEOUT_SECONDS="300",
+        TRANSFER_RING_SECONDS=str(RING_SECONDS),
+        SSE_RETRY_MS="300",
+        GUNICORN_GRACEFUL_TIMEOUT="3",
+    ) as stack:
+        yield stack
 
 
 def answered_by(page, sim, call: str) -> None:
@@ -88,7 +103,9 @@ def test_a_call_transferred_to_a_colleague_rings_only_their_page_and_moves_there
         expect(row.locator(".details")).to_contain_text("Bob · transferred from Alice")
 
 
-def test_a_declined_transfer_leaves_the_call_with_the_first_agent(sim, pages, make_agent):
+def test_a_declined_or_unanswered_transfer_leaves_the_call_with_the_first_agent(
+    sim, pages, make_agent
+):
     alice = make_agent("Alice", sip_username="alice")
     bob = make_agent("Bob", sip_username="bob")
     page_a, page_b = signed_in(pages, alice), signed_in(pages, bob)
@@ -108,6 +125,16 @@ def test_a_declined_transfer_leaves_the_call_with_the_first_agent(sim, pages, ma
     expect(page_a.page.locator("#active .who")).to_have_text("+1 (312) 555-0147")
     expect(page_b.page.locator("#active")).to_be_hidden()
     # The caller never left Alice: only the answer's transfer was sent.
+    assert len(sim.commands("transfer", call)) == 1
+
+    # Offered again, and nobody answers: the offer expires (the servers' sweep) and says so.
+    page_a.page.get_by_role("button", name="Transfer", exact=True).click()
+    expect(offer).to_be_visible()
+    expect(page_a.page.locator(".transfer-note")).to_have_text(
+        "Bob did not answer the transfer. The call is still yours.",
+        timeout=(RING_SECONDS + 5) * 1000,
+    )
+    expect(offer).to_have_count(0)
     assert len(sim.commands("transfer", call)) == 1
     page_a.page.locator("#active").get_by_role("button", name="Hang up").click()
     expect(page_a.history_row(call).locator(".details")).not_to_contain_text("transferred")

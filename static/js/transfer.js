@@ -185,6 +185,8 @@ export class Transfers {
         <p class="transfer-note" role="status"></p>
         <p class="error transfer-error" role="alert"></p>`;
       this.agentsKey = "";
+      // Colleagues may have signed in since the list was read: read it again for this call.
+      this.loadAgents();
       box.querySelector(".transfer-send").addEventListener("click", () =>
         this.offer(call.call_control_id, box.querySelector("select").value),
       );
