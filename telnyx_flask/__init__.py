@@ -76,6 +76,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         security_headers,
         softphone,
         telnyx_api,
+        transfer_api,
         users,
         webhook_intake,
     )
@@ -94,6 +95,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     lifecycle.init_app(app)
     telnyx_api.init_app(app)
     outbox.init_app(app)
+    transfer_api.init_app(app)
     background.init_app(app)
     push.init_app(app)
     rate_limits.init_app(app)

@@ -4,7 +4,8 @@ with the first request a process serves under another server.
 - live state: rebuild Redis from PostgreSQL when its generation marker is gone (every second);
 - ring timeout: reject calls that rang too long, give back stale claims (every second);
 - outbox: deliver the commands owed to Telnyx (every second, and at once when nudged);
-- silent calls: ask Telnyx about calls with no webhook for too long (every 30 s).
+- silent calls: ask Telnyx about calls with no webhook for too long (every 30 s);
+- transfer offers: close those nobody answered within TRANSFER_RING_SECONDS (every second).
 
 Every worker runs all of them; atomic claims, row leases and a Redis lock decide who acts.
 Under gevent the threads are greenlets.
@@ -26,6 +27,8 @@ from .live_rebuild import ensure_live_state
 from .outbox import Outbox, run_delivery
 from .reconcile import SilentCalls
 from .ring_timeout import RingTimeouts
+from .transfer_offers import TransferOffers
+from .transfers import expire_offers
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class BackgroundWork:
         ring_timeouts: RingTimeouts,
         silent_calls: SilentCalls,
         silent_check_seconds: float,
+        transfer_offers: TransferOffers,
     ):
         self.db = db
         self.live = live
@@ -50,6 +54,7 @@ class BackgroundWork:
         self.ring_timeouts = ring_timeouts
         self.silent_calls = silent_calls
         self.silent_check_seconds = silent_check_seconds
+        self.transfer_offers = transfer_offers
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pid: int | None = None
@@ -71,6 +76,7 @@ class BackgroundWork:
                 self._spawn(
                     "silent-calls", self._every(self.silent_check_seconds, self.silent_calls.check)
                 ),
+                self._spawn("transfer-expiry", self._every(TICK_SECONDS, self._expire_transfers)),
             ]
 
     def stop(self, wait: bool = True) -> None:
@@ -85,6 +91,9 @@ class BackgroundWork:
 
     def _keep_live_state(self) -> None:
         ensure_live_state(self.db, self.live)
+
+    def _expire_transfers(self) -> None:
+        expire_offers(self.transfer_offers)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> threading.Thread:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -128,7 +137,13 @@ def init_app(app: Flask) -> None:
         answered_after_seconds=config["SILENT_ANSWERED_CALL_SECONDS"],
     )
     work = BackgroundWork(
-        db, live, outbox, ring_timeouts, silent_calls, config["SILENT_CALL_CHECK_SECONDS"]
+        db,
+        live,
+        outbox,
+        ring_timeouts,
+        silent_calls,
+        config["SILENT_CALL_CHECK_SECONDS"],
+        app.extensions["transfer_offers"],
     )
     app.extensions["ring_timeouts"] = ring_timeouts
     app.extensions["silent_calls"] = silent_calls

@@ -75,4 +75,20 @@ def call_summary(fields: dict[str, str]) -> dict[str, Any]:
     summary["claimed_by"] = (
         {"id": claimer, "name": fields.get("claimed_by_name")} if claimer else None
     )
+    summary["transfer"] = transfer_offer(fields)
     return summary
+
+
+def transfer_offer(fields: dict[str, str]) -> dict[str, Any] | None:
+    """The transfer offer open on a call (lua/transfer_offer.lua keeps it on the hash), or None."""
+    to_id = fields.get("transfer_to_id")
+    if not to_id or fields.get("status") == ENDED:
+        return None
+    return {
+        "from_agent": {
+            "id": fields.get("transfer_from_id"),
+            "name": fields.get("transfer_from_name"),
+        },
+        "to_agent": {"id": to_id, "name": fields.get("transfer_to_name")},
+        "expires_at": fields.get("transfer_expires_at"),
+    }

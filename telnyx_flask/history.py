@@ -54,11 +54,14 @@ COLUMNS = (
     "cl.id::text, cl.call_sid, cl.direction, cl.from_number, cl.to_number, cl.prospect_name,"
     " cl.prospect_id::text, cl.outcome, cl.duration, cl.started_at, cl.ended_at, cl.end_reason,"
     " cl.recording_url, u.id::text, u.name, cl.notes, cl.disposition, nu.id::text, nu.name,"
-    f" cl.noted_at, {SORT_KEY}"
+    f" cl.noted_at, tf.id::text, tf.name, {SORT_KEY}"
 )
+# nu: who left the note; tf: the agent who transferred the call to the one who answered it
+# (sql/014), if anyone.
 FROM = (
     "FROM call_logs cl LEFT JOIN users u ON u.id = cl.answered_by"
     " LEFT JOIN users nu ON nu.id = cl.noted_by"
+    " LEFT JOIN users tf ON tf.id = cl.transferred_from"
 )
 
 
@@ -278,6 +281,8 @@ def _call(row: tuple, include_recording_url: bool = False) -> dict[str, Any]:
         noted_by_id,
         noted_by_name,
         noted_at,
+        transferred_from_id,
+        transferred_from_name,
         _sort_key,
     ) = row
     call = {
@@ -301,6 +306,11 @@ def _call(row: tuple, include_recording_url: bool = False) -> dict[str, Any]:
             {"id": noted_by_id, "name": noted_by_name} if noted_by_id is not None else None
         ),
         "noted_at": _iso(noted_at),
+        "transferred_from": (
+            {"id": transferred_from_id, "name": transferred_from_name}
+            if transferred_from_id is not None
+            else None
+        ),
     }
     if include_recording_url:
         call["recording_url"] = recording_url

@@ -263,3 +263,8 @@ class RedisKeys:
     def telnyx_breaker(self) -> str:
         """Hash of the circuit breaker around the Telnyx API, shared by every worker; TTL-bound."""
         return f"{self.prefix}telnyx:breaker"
+
+    @property
+    def transfer_offers(self) -> str:
+        """Sorted set of calls with a transfer offer open, scored by when it expires (ms)."""
+        return f"{self.prefix}calls:transfer-offers"

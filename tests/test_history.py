@@ -123,6 +123,7 @@ def test_a_call_is_shown_with_its_agent_prospect_and_whether_it_has_a_recording(
             "disposition": None,
             "noted_by": None,
             "noted_at": None,
+            "transferred_from": None,
         }
     ]
 

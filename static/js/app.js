@@ -21,6 +21,7 @@ import {
   offerAfterCallForm,
 } from "./notes.js";
 import { BrowserPhone, sipHeader } from "./phone.js";
+import { Transfers } from "./transfer.js";
 
 const $ = (id) => document.getElementById(id);
 // How long a card taken by someone else stays, saying who took it.
@@ -66,6 +67,14 @@ const live = new SharedLiveEvents({
   onRingerChange: render,
   onSignedOutElsewhere: () => signedOut("You signed out in another tab."),
   onSignedInElsewhere: signedInElsewhere,
+});
+
+const transfers = new Transfers({
+  me: () => state.me,
+  calls: () => state.calls,
+  handOver,
+  announce,
+  changed: () => render(),
 });
 
 const encode = encodeURIComponent;
@@ -141,6 +150,7 @@ async function signedIn(user) {
   }
   applyConfig();
   live.start();
+  transfers.start();
   if (sameAgent) {
     refreshHistory();
   } else {
@@ -159,6 +169,7 @@ function forgetEverything() {
   state.cardErrors.clear();
   state.leaving.clear();
   state.activeId = null;
+  transfers.reset();
   $("history").replaceChildren();
   state.historyRows.clear();
   state.historyCursor = null;
@@ -300,7 +311,7 @@ function handleEvent(type, data) {
       refreshHistoryRow(data.call_control_id);
       break;
     default:
-      return;
+      if (!transfers.handleEvent(type, data)) return;
   }
   render();
 }
@@ -372,6 +383,19 @@ function released(id) {
   if (state.activeId === id) state.activeId = null;
 }
 
+/** A transfer moved the call to `agent` (or gave it back): their page now has it active. */
+function handOver(id, agent) {
+  const call = state.calls.get(id);
+  if (!call) return;
+  state.calls.set(id, { ...call, claimed_by: { id: agent.id, name: agent.name }, claim_action: "answer" });
+  if (state.me && agent.id === state.me.id) {
+    state.activeId = id;
+  } else if (state.activeId === id) {
+    // Telnyx hangs up this browser's leg once the colleague's phone answers.
+    state.activeId = null;
+  }
+}
+
 function ended(data) {
   const id = data.call_control_id;
   const call = merged(data);
@@ -410,16 +434,19 @@ function render() {
   const calls = ringingCalls();
   renderCards(calls);
   renderActive();
+  const offered = transfers.render(state.activeId && state.calls.get(state.activeId));
   const waiting = calls.filter((call) => call.status === "ringing");
   $("ringing-count").textContent = waiting.length ? `(${waiting.length})` : "";
   $("no-calls").hidden = calls.length > 0;
   // Every tab shows the call and flashes its title; one of them (live.ringsHere) plays the sound.
-  ringtone.ring(waiting.length > 0 && state.activeId === null && live.ringsHere);
+  ringtone.ring(((waiting.length > 0 && state.activeId === null) || offered > 0) && live.ringsHere);
   if (waiting.length) {
     title.flash(waiting.length === 1 ? "📞 Incoming call" : `📞 ${waiting.length} incoming calls`);
     for (const call of waiting) {
       notifier.show(call.call_control_id, "Incoming call", `${callerName(call)} is calling`);
     }
+  } else if (offered) {
+    title.flash("📞 Transferred call");
   } else {
     title.stop();
   }
@@ -681,6 +708,7 @@ function historyRow(call) {
   const parts = [formatTime(call.started_at)];
   if (call.outcome === "answered") parts.push(formatDuration(call.duration));
   if (call.agent) parts.push(call.agent.name);
+  if (call.transferred_from) parts.push(`transferred from ${call.transferred_from.name}`);
   details.textContent = parts.filter(Boolean).join(" · ");
   row.append(who, outcome, details);
   appendCallNote(row, call, state.me, knownName(call) || formatPhone(call.from));

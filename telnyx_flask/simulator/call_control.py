@@ -461,11 +461,15 @@ class CallControl:
         self._emit(webhook_bodies.answered(leg, leg.answered_at), leg)
 
     def _do_transfer(self, leg: Leg, body: dict[str, Any]) -> None:
+        # A caller already bridged (to the agent who took the call) may be transferred again,
+        # to a colleague: the new leg is dialled while the bridge stays up; once it answers,
+        # the old partner is hung up and the caller is bridged to the new leg. If it does not
+        # answer, the new leg hangs up and the caller stays with the old partner.
         if leg.direction != INCOMING:
             raise _invalid_state("only the caller's incoming leg can be transferred")
         if leg.state == PARKED:
             raise _not_answered(leg, "transfer")
-        if leg.state != ANSWERED:
+        if leg.state not in (ANSWERED, BRIDGED):
             raise _invalid_state(f"the call is already {leg.state}")
         now = self._now()
         target = Leg(
@@ -492,10 +496,22 @@ class CallControl:
         target.state = BRIDGED
         target.answered_at = self._now()
         self._emit(webhook_bodies.answered(target, target.answered_at), target)
+        self._drop_partner(leg)
         leg.state = BRIDGED
         leg.partner, target.partner = target.call_control_id, leg.call_control_id
         self._emit(webhook_bodies.bridged(leg, self._now()), leg)
         self._emit(webhook_bodies.bridged(target, self._now()), target)
+
+    def _drop_partner(self, leg: Leg) -> None:
+        """Hang up the leg `leg` is bridged to (a transfer replaced it), leaving `leg` up."""
+        partner = self._legs.get(leg.partner) if leg.partner else None
+        leg.partner = None
+        if partner is None or partner.ended:
+            return
+        partner.partner = None
+        # Telnyx ends it on the application's behalf, the caller of an outgoing leg.
+        self._end(partner, "normal_clearing", "caller", "200")
+        self._finish(partner)
 
     def _do_reject(self, leg: Leg, body: dict[str, Any]) -> None:
         if leg.direction != INCOMING or leg.state != PARKED:
