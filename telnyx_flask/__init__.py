@@ -75,6 +75,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         softphone,
         telnyx_api,
         users,
+        voicemail,
         webhook_intake,
     )
 
@@ -106,6 +107,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(history.bp)
     app.register_blueprint(recordings.bp)
     app.register_blueprint(softphone.bp)
+    app.register_blueprint(voicemail.bp)
     if app.config["APP_ENV"] == "development":
         # Test calls exist only in development, whatever TELNYX_SIMULATOR_URL says.
         app.register_blueprint(softphone.dev_bp)

@@ -43,9 +43,13 @@ SORT_KEY = "COALESCE(cl.started_at, cl.created_at)"
 COLUMNS = (
     "cl.id::text, cl.call_sid, cl.direction, cl.from_number, cl.to_number, cl.prospect_name,"
     " cl.prospect_id::text, cl.outcome, cl.duration, cl.started_at, cl.ended_at, cl.end_reason,"
-    f" cl.recording_url, u.id::text, u.name, {SORT_KEY}"
+    " cl.recording_url, u.id::text, u.name, cl.heard_at, hb.id::text, hb.name,"
+    f" {SORT_KEY}"
 )
-FROM = "FROM call_logs cl LEFT JOIN users u ON u.id = cl.answered_by"
+FROM = (
+    "FROM call_logs cl LEFT JOIN users u ON u.id = cl.answered_by"
+    " LEFT JOIN users hb ON hb.id = cl.heard_by"
+)
 
 
 class InvalidParameter(ApiError):
@@ -252,6 +256,9 @@ def _call(row: tuple, include_recording_url: bool = False) -> dict[str, Any]:
         recording_url,
         agent_id,
         agent_name,
+        heard_at,
+        heard_by_id,
+        heard_by_name,
         _sort_key,
     ) = row
     call = {
@@ -270,6 +277,10 @@ def _call(row: tuple, include_recording_url: bool = False) -> dict[str, Any]:
         "has_recording": recording_url is not None,
         "agent": {"id": agent_id, "name": agent_name} if agent_id is not None else None,
     }
+    if outcome == "voicemail":
+        # Heard once an agent has played it to the end (voicemail.py).
+        call["heard_at"] = _iso(heard_at)
+        call["heard_by"] = {"id": heard_by_id, "name": heard_by_name} if heard_by_id else None
     if include_recording_url:
         call["recording_url"] = recording_url
     return call
