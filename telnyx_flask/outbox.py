@@ -1,20 +1,21 @@
 """Commands the service owes Telnyx, kept in PostgreSQL until Telnyx takes them (invariant 9).
 
 A command that must follow an event (record_start once the caller is answered, reject on ring
-timeout, and a voicemail's answer, greeting, recording and hangup: sql/013) is a row of `telnyx_outbox`, written in the same transaction as the event (see
-apply_call_event in sql/006) or before the ring timeout acts. Any worker delivers due rows: it
-leases a batch (`FOR UPDATE SKIP LOCKED`, then a lease time in `next_attempt_at`, so a worker
-killed mid-send only delays the row), sends each once, and records what came of it:
+timeout, and a voicemail's answer, greeting, recording and hangup: sql/013) is a row of
+`telnyx_outbox`, written in the same transaction as the event (see apply_call_event in sql/006
+and sql/013) or before the ring timeout acts. Any worker delivers due rows: it leases a batch
+(`FOR UPDATE SKIP LOCKED`, then a lease time in `next_attempt_at`, so a worker killed mid-send
+only delays the row), sends each once, and records what came of it:
 
 - sent: Telnyx accepted it;
-A row may be due later (next_attempt_at in the future: a voicemail's record_stop and hangup at
-the message's limit); it is sent then, or given up as moot if the call ended meanwhile.
-
 - moot: the call is over (ended in PostgreSQL, or Telnyx answered 90018 / 90015), so there is
   nothing left to do; a 90018 also ends the call here (reconcile.end_gone_call);
 - refused: Telnyx refused it for good (a 4xx other than 408, 429 and 90034);
 - otherwise (no answer, 5xx, 429...) it is tried again after an exponential, jittered backoff,
   and while the circuit breaker is open it waits for the breaker instead.
+
+A row may be due later (next_attempt_at in the future: a voicemail's record_stop and hangup at
+the message's limit); it is sent then, or given up as moot if the call has ended meanwhile.
 
 The deterministic command_id makes every retry, from any worker, safe.
 """
@@ -56,6 +57,7 @@ def command_id_parts(action: str, args: dict[str, Any]) -> list[str]:
     if action in ("answer", "hangup"):
         return [VOICEMAIL_MARK]
     return []
+
 
 OWE = """
 INSERT INTO telnyx_outbox (call_control_id, action, args)

@@ -79,7 +79,7 @@ class RingTimeouts:
     def _voicemail(self, call_control_id: str, plan: dict[str, Any]) -> bool:
         extra = {"call_control_id": call_control_id}
         if self.outbox.telnyx is None:
-            log.warning("ring timeout: cannot answer for voicemail without TELNYX_API_KEY", extra=extra)
+            log.warning("ring timeout: no voicemail without TELNYX_API_KEY", extra=extra)
             return False
         settings = self.outbox.settings
         if not start_voicemail(

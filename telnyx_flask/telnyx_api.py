@@ -422,7 +422,11 @@ class TelnyxClient:
             raise ValueError("playback_start needs an http(s) audio_url")
         command_id = command_id or command_id_for("playback_start", call_control_id)
         return self._command(
-            "playback_start", call_control_id, {"audio_url": audio_url}, command_id, deadline,
+            "playback_start",
+            call_control_id,
+            {"audio_url": audio_url},
+            command_id,
+            deadline,
             attempts,
         )
 

@@ -4,8 +4,9 @@ The ring timeout starts a voicemail (start_voicemail: sql/013 keeps the plan on 
 owes the answer, in one transaction). Everything after follows from Telnyx's webhooks in
 apply_call_event: the greeting once the caller is answered, the recording (with a beep, up to
 VOICEMAIL_MAX_SECONDS) once the greeting ends, then record_stop and the hangup at the limit. The
-call's outcome is then `voicemail` (call_outcome in sql/010), and it stays unheard until an
-agent plays it to the end: POST /api/calls/<call_control_id>/heard.
+call's outcome is then `voicemail` (call_outcome in sql/010: the service answered it), and its
+message stays unheard until an agent plays it to the end: POST /api/calls/<id>/heard. A caller
+who hangs up before the beep leaves a voicemail with no message: nothing to hear, not unheard.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ START_VOICEMAIL = "SELECT start_voicemail(%(call_control_id)s, %(plan)s, %(backo
 
 # The call's log row by id or call_control_id (as history.FIND_SQL).
 FIND_FOR_HEARING = (
-    "SELECT id, outcome FROM call_logs"
+    "SELECT id, outcome, recording_url IS NOT NULL FROM call_logs"
     " WHERE id = %(id)s::uuid OR call_sid = %(sid)s"
     " ORDER BY id = %(id)s::uuid DESC NULLS LAST LIMIT 1"
 )
@@ -48,8 +49,12 @@ HEARD_BY = (
     "SELECT cl.call_sid, cl.heard_at, u.id::text, u.name"
     " FROM call_logs cl LEFT JOIN users u ON u.id = cl.heard_by WHERE cl.id = %(id)s"
 )
-# Served by call_logs_unheard_voicemail_idx (sql/010): it holds only unheard voicemails.
-UNHEARD = "SELECT count(*) FROM call_logs WHERE outcome = 'voicemail' AND heard_at IS NULL"
+# Served by call_logs_unheard_voicemail_idx (sql/010): it holds only unheard voicemails. One
+# without a recording (the caller hung up before the beep) has nothing to hear.
+UNHEARD = (
+    "SELECT count(*) FROM call_logs"
+    " WHERE outcome = 'voicemail' AND heard_at IS NULL AND recording_url IS NOT NULL"
+)
 
 
 class NotVoicemail(ApiError):
@@ -57,6 +62,13 @@ class NotVoicemail(ApiError):
 
     status = 409
     code = "not_voicemail"
+
+
+class NoMessage(ApiError):
+    """A voicemail whose caller hung up before leaving a message has nothing to hear."""
+
+    status = 409
+    code = "no_message"
 
 
 def voicemail_plan(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,9 +132,11 @@ def mark_heard(db: Database, live: LiveCalls, call_id: str, agent: Agent) -> dic
         row = cur.fetchone()
         if row is None:
             raise CallNotFound("no call with that id or call_control_id")
-        log_id, outcome = row
+        log_id, outcome, recorded = row
         if outcome != "voicemail":
             raise NotVoicemail(f"the call is not a voicemail (its outcome is {outcome})")
+        if not recorded:
+            raise NoMessage("the caller left no message (or it is not saved yet)")
         cur.execute(MARK_HEARD, {"id": log_id, "agent": agent.id})
         first = cur.rowcount == 1
         cur.execute(HEARD_BY, {"id": log_id})
