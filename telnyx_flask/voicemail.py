@@ -29,8 +29,12 @@ bp = Blueprint("voicemail", __name__)
 # The longest a greeting may play: if it never ends (refused, its webhook lost), the hangup
 # owed at the answer still comes after this and the longest message.
 GREETING_SECONDS = 60
+# Telnyx's own limit on the recording (max_length) is this much past the record_stop the service
+# owes at VOICEMAIL_MAX_SECONDS: it stops the recording only if that record_stop is late (Telnyx
+# unreachable), and never races it.
+RECORDING_MARGIN_SECONDS = 2
 # The hangup follows record_stop by this much, so the recording is saved before the call ends.
-HANGUP_AFTER_SECONDS = 2
+HANGUP_AFTER_SECONDS = 3
 
 START_VOICEMAIL = "SELECT start_voicemail(%(call_control_id)s, %(plan)s, %(backoff)s, %(max)s)"
 
@@ -93,7 +97,7 @@ def voicemail_plan(config: Mapping[str, Any]) -> dict[str, Any]:
             "format": "mp3",
             "channels": "single",
             "play_beep": True,
-            "max_length": max_seconds,
+            "max_length": max_seconds + RECORDING_MARGIN_SECONDS,
         },
         "max_seconds": max_seconds,
         "greeting_seconds": GREETING_SECONDS,

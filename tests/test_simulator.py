@@ -1396,6 +1396,8 @@ def test_record_start_with_a_beep_and_max_length_saves_the_recording_at_the_limi
     assert sim.state(caller)["legs"][0]["recording_active"] is False
     saved = hooks[-1].payload
     assert saved["recording_started_at"] < saved["recording_ended_at"]
+    # Saved on a timer, with no request of its own: its link is still where the simulator is.
+    assert requests.get(saved["recording_urls"]["mp3"], timeout=5).status_code == 200
     # What the service sends at the limit anyway finds nothing left to stop.
     assert telnyx_error(sim.command(caller, "record_stop")) == (422, "90035")
 

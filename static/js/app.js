@@ -11,6 +11,7 @@ import {
 } from "./format.js";
 import { LiveEvents } from "./live.js";
 import { BrowserPhone, sipHeader } from "./phone.js";
+import { decorateVoicemailRow, forgetVoicemail, voicemailEvent } from "./voicemail.js";
 
 const $ = (id) => document.getElementById(id);
 // How long a card taken by someone else stays, saying who took it.
@@ -147,6 +148,7 @@ function forgetEverything() {
   $("history").replaceChildren();
   state.historyRows.clear();
   state.historyCursor = null;
+  forgetVoicemail();
   render();
 }
 
@@ -235,6 +237,7 @@ function showRouting(phoneDetail) {
 
 function handleEvent(type, data) {
   if (!data && type !== "reset") return;
+  voicemailEvent(type, data);
   switch (type) {
     case "reset":
       // The snapshot that follows is the truth for live calls; events missed meanwhile may
@@ -651,6 +654,7 @@ function historyRow(call) {
     audio.setAttribute("aria-label", `Recording of the call from ${who.textContent}`);
     row.append(audio);
   }
+  decorateVoicemailRow(row, call);
   return row;
 }
 
