@@ -131,6 +131,7 @@ def create_simulator_app(settings: dict | None = None) -> Flask:
 
     app.register_blueprint(api.bp)
     app.register_blueprint(control.bp)
+
     @app.before_request
     def remember_host_url() -> None:
         last_host_url[0] = request.host_url.rstrip("/")
