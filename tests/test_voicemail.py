@@ -8,6 +8,7 @@ import json
 from contextlib import contextmanager
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from telnyx_flask import create_app
 from telnyx_flask.outbox import VOICEMAIL_MARK
@@ -376,3 +377,22 @@ def test_the_unheard_count_counts_only_unheard_messages(
     }
     leave_voicemail(app, post_webhook, redis_client, redis_prefix, db_rows)
     assert client.get("/api/voicemails/unheard", headers=agent.headers).get_json()["count"] == 1
+
+
+def test_a_voicemail_is_counted_among_calls_ended_by_its_outcome(
+    app, client, post_webhook, db_rows, redis_client, redis_prefix
+):
+    def ended_voicemails() -> float | None:
+        metrics = client.get("/metrics").get_data(as_text=True)
+        for family in text_string_to_metric_families(metrics):
+            for sample in family.samples:
+                if sample.name == "telnyx_flask_calls_ended_total" and sample.labels == {
+                    "outcome": "voicemail"
+                }:
+                    return sample.value
+        return None
+
+    before = ended_voicemails()
+    assert before is not None  # the series exists from the start, for increase() to see
+    leave_voicemail(app, post_webhook, redis_client, redis_prefix, db_rows)
+    assert ended_voicemails() == before + 1
