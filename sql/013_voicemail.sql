@@ -65,8 +65,9 @@ END
 $$;
 
 -- 008's apply_call_event, with the voicemail's steps (the greeting on answer, the recording and
--- its end on the greeting's end) in place of record_start for a voicemail call. Otherwise the
--- same, line for line.
+-- its end on the greeting's end) in place of record_start for a voicemail call, and the new
+-- effect greeting_ended (call.speak.ended, call.playback.ended), which changes nothing about a
+-- call and makes none. Otherwise the same, line for line.
 DROP FUNCTION apply_call_event(jsonb, json, boolean);
 
 CREATE FUNCTION apply_call_event(
@@ -107,6 +108,10 @@ BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(e.call_session_id, 0));
     SELECT * INTO c FROM inbound_calls WHERE call_session_id = e.call_session_id FOR UPDATE;
     is_new := NOT FOUND;
+    IF is_new AND e.effect = 'greeting_ended' THEN
+        -- Only a call the service answered plays a greeting: another's is stored, not a call.
+        RETURN jsonb_build_object('duplicate', false, 'leg', NULL, 'owed', false, 'call', NULL);
+    END IF;
     IF is_new THEN
         c.id := gen_random_uuid();
         c.call_session_id := e.call_session_id;

@@ -15,7 +15,7 @@ from telnyx_flask.outbox import VOICEMAIL_MARK
 from telnyx_flask.telnyx_api import command_id_for
 
 from .fake_telnyx import FakeTelnyx
-from .helpers import answered_call_events, close_app, encode, load_fixture, signed_headers
+from .helpers import answered_call_events, close_app, encode, load_fixture, renamed, signed_headers
 
 CALLER = "v3:Qf3u8JtKZq0pVm3xR2kL9w_ZbYc1dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5zA"
 MAX_SECONDS = 30
@@ -396,3 +396,29 @@ def test_a_voicemail_is_counted_among_calls_ended_by_its_outcome(
     assert before is not None  # the series exists from the start, for increase() to see
     leave_voicemail(app, post_webhook, redis_client, redis_prefix, db_rows)
     assert ended_voicemails() == before + 1
+
+
+def test_a_repeated_greeting_end_owes_the_recording_once(
+    app, ringing, fake_telnyx, post_webhook, redis_client, redis_prefix
+):
+    time_out(app, redis_client, redis_prefix)
+    post_webhook(load_fixture("03_call.answered.json"))
+    deliver(app)
+    speak_ended = load_fixture("30_call.speak.ended.json")
+    for _ in range(2):
+        response = post_webhook(speak_ended)
+        assert response.status_code == 200
+    assert response.get_json()["result"] == "duplicate"
+    assert deliver(app) == ["sent"]
+    assert sent(fake_telnyx) == ["answer", "speak", "record_start"]
+
+
+def test_a_greeting_that_ends_on_a_call_the_service_never_saw_is_stored_not_a_call(
+    post_webhook, db_rows, redis_client, redis_prefix
+):
+    [speak_ended] = renamed([load_fixture("30_call.speak.ended.json")], "-elsewhere")
+    response = post_webhook(speak_ended)
+    assert response.status_code == 200
+    assert db_rows("SELECT count(*) AS n FROM inbound_calls") == [{"n": 0}]
+    assert db_rows("SELECT event_type FROM webhook_events") == [{"event_type": "call.speak.ended"}]
+    assert stream(redis_client, redis_prefix) == []
