@@ -400,7 +400,8 @@ class CallControl:
         message_seconds: float | None = None,
     ) -> dict[str, str]:
         """A caller dials in: leg A is parked and call.initiated is sent. With
-        `message_seconds`, once a recording starts the caller talks that long and hangs up."""
+        `message_seconds`, once a recording with a beep starts (voicemail) the caller talks
+        that long and hangs up."""
         with self._lock:
             now = self._now()
             leg = Leg(
@@ -608,7 +609,7 @@ class CallControl:
         leg.recording = recording
         leg.recordings.append(recording)
         self._recordings[recording.id] = recording
-        self._recording_limits(leg, recording, body.get("max_length"))
+        self._recording_limits(leg, recording, body.get("max_length"), bool(body.get("play_beep")))
 
     def _do_record_stop(self, leg: Leg, body: dict[str, Any]) -> None:
         if leg.state in (PARKED, BRIDGING):
@@ -665,8 +666,11 @@ class CallControl:
         self._timers.append(timer)
         timer.start()
 
-    def _recording_limits(self, leg: Leg, recording: Recording, max_length: int | None) -> None:
-        """A recording ends at its max_length, and a caller leaving a message hangs up."""
+    def _recording_limits(
+        self, leg: Leg, recording: Recording, max_length: int | None, beep: bool
+    ) -> None:
+        """A recording ends at its max_length; a caller who hears the beep leaves a message
+        and hangs up (a recording of an agent's call, without a beep, is not for them)."""
 
         def stop_at_limit() -> None:
             if leg.recording is recording and not leg.ended:
@@ -678,7 +682,7 @@ class CallControl:
 
         if max_length:
             self._later(max_length, leg, stop_at_limit)
-        if leg.message_seconds is not None and leg.direction == INCOMING:
+        if beep and leg.message_seconds is not None and leg.direction == INCOMING:
             self._later(leg.message_seconds, leg, caller_done)
 
     # --- state changes -----------------------------------------------------------------------

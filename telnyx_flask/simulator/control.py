@@ -64,7 +64,7 @@ def public_key():
 @bp.post("/sim/calls")
 def start_call():
     """A caller dials in: {"from", "to", "caller_name"?, "transfer_behaviour"?, "delivery"?,
-    "message_seconds"?} (the last: once recorded, the caller talks that long, then hangs up)."""
+    "message_seconds"?} (the last: at a recording's beep, the caller talks that long, hangs up)."""
     body = _json_object()
     unknown = set(body) - CALL_FIELDS
     if unknown:
