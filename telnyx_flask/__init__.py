@@ -78,6 +78,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         telnyx_api,
         transfer_api,
         users,
+        voicemail,
         webhook_intake,
     )
 
@@ -112,6 +113,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(call_notes.bp)
     app.register_blueprint(recordings.bp)
     app.register_blueprint(softphone.bp)
+    app.register_blueprint(voicemail.bp)
     if app.config["APP_ENV"] == "development":
         # Test calls exist only in development, whatever TELNYX_SIMULATOR_URL says.
         app.register_blueprint(softphone.dev_bp)

@@ -29,6 +29,7 @@ from .reconcile import SilentCalls
 from .ring_timeout import RingTimeouts
 from .transfer_offers import TransferOffers
 from .transfers import expire_offers
+from .voicemail import voicemail_plan
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,11 @@ def init_app(app: Flask) -> None:
     config = app.config
     db, live, outbox = app.extensions["database"], app.extensions["live"], app.extensions["outbox"]
     ring_timeouts = RingTimeouts(
-        live, outbox, config["RING_TIMEOUT_SECONDS"], config["CLAIM_LEASE_SECONDS"]
+        live,
+        outbox,
+        config["RING_TIMEOUT_SECONDS"],
+        config["CLAIM_LEASE_SECONDS"],
+        voicemail_plan=voicemail_plan(config) if config["VOICEMAIL"] else None,
     )
     silent_calls = SilentCalls(
         db,

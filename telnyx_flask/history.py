@@ -54,14 +54,15 @@ COLUMNS = (
     "cl.id::text, cl.call_sid, cl.direction, cl.from_number, cl.to_number, cl.prospect_name,"
     " cl.prospect_id::text, cl.outcome, cl.duration, cl.started_at, cl.ended_at, cl.end_reason,"
     " cl.recording_url, u.id::text, u.name, cl.notes, cl.disposition, nu.id::text, nu.name,"
-    f" cl.noted_at, tf.id::text, tf.name, {SORT_KEY}"
+    f" cl.noted_at, tf.id::text, tf.name, cl.heard_at, hb.id::text, hb.name, {SORT_KEY}"
 )
 # nu: who left the note; tf: the agent who transferred the call to the one who answered it
-# (sql/014), if anyone.
+# (sql/014), if anyone; hb: who first played a voicemail to the end.
 FROM = (
     "FROM call_logs cl LEFT JOIN users u ON u.id = cl.answered_by"
     " LEFT JOIN users nu ON nu.id = cl.noted_by"
     " LEFT JOIN users tf ON tf.id = cl.transferred_from"
+    " LEFT JOIN users hb ON hb.id = cl.heard_by"
 )
 
 
@@ -283,6 +284,9 @@ def _call(row: tuple, include_recording_url: bool = False) -> dict[str, Any]:
         noted_at,
         transferred_from_id,
         transferred_from_name,
+        heard_at,
+        heard_by_id,
+        heard_by_name,
         _sort_key,
     ) = row
     call = {
@@ -312,6 +316,10 @@ def _call(row: tuple, include_recording_url: bool = False) -> dict[str, Any]:
             else None
         ),
     }
+    if outcome == "voicemail":
+        # Heard once an agent has played it to the end (voicemail.py).
+        call["heard_at"] = _iso(heard_at)
+        call["heard_by"] = {"id": heard_by_id, "name": heard_by_name} if heard_by_id else None
     if include_recording_url:
         call["recording_url"] = recording_url
     return call

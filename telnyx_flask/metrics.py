@@ -115,13 +115,14 @@ LIVE_REBUILT_CALLS = Counter(
 )
 CALLS_ENDED = Counter(
     "telnyx_flask_calls_ended_total",
-    "Calls that ended, by outcome (answered, missed, abandoned), counted once each when the "
+    "Calls that ended, by outcome (answered, missed, abandoned, voicemail), counted once each "
+    "when the "
     "end is announced",
     ["outcome"],
 )
 # Each outcome's series exists from the start, at 0: a counter that first appears at 1 hides
 # that first call from increase() and rate().
-for _outcome in ("answered", "missed", "abandoned"):
+for _outcome in ("answered", "missed", "abandoned", "voicemail"):
     CALLS_ENDED.labels(_outcome)
 OUTBOX_COMMANDS = Counter(
     "telnyx_flask_outbox_commands_total",

@@ -1,10 +1,11 @@
 """Commands the service owes Telnyx, kept in PostgreSQL until Telnyx takes them (invariant 9).
 
 A command that must follow an event (record_start once the caller is answered, reject on ring
-timeout) is a row of `telnyx_outbox`, written in the same transaction as the event (see
-apply_call_event in sql/006) or before the ring timeout acts. Any worker delivers due rows: it
-leases a batch (`FOR UPDATE SKIP LOCKED`, then a lease time in `next_attempt_at`, so a worker
-killed mid-send only delays the row), sends each once, and records what came of it:
+timeout, and a voicemail's answer, greeting, recording and hangup: sql/013) is a row of
+`telnyx_outbox`, written in the same transaction as the event (see apply_call_event in sql/006
+and sql/013) or before the ring timeout acts. Any worker delivers due rows: it leases a batch
+(`FOR UPDATE SKIP LOCKED`, then a lease time in `next_attempt_at`, so a worker killed mid-send
+only delays the row), sends each once, and records what came of it:
 
 - sent: Telnyx accepted it;
 - moot: the call is over (ended in PostgreSQL, or Telnyx answered 90018 / 90015), so there is
@@ -12,6 +13,9 @@ killed mid-send only delays the row), sends each once, and records what came of 
 - refused: Telnyx refused it for good (a 4xx other than 408, 429 and 90034);
 - otherwise (no answer, 5xx, 429...) it is tried again after an exponential, jittered backoff,
   and while the circuit breaker is open it waits for the breaker instead.
+
+A row may be due later (next_attempt_at in the future: a voicemail's record_stop and hangup at
+the message's limit); it is sent then, or given up as moot if the call has ended meanwhile.
 
 The deterministic command_id makes every retry, from any worker, safe.
 """
@@ -23,7 +27,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from flask import Flask, current_app
 from psycopg2.extras import Json
@@ -39,8 +43,21 @@ from .telnyx_api import TelnyxClient, TelnyxError, command_id_for
 log = logging.getLogger(__name__)
 
 SENT, MOOT, REFUSED, RETRY = "sent", "moot", "refused", "retry"
-# The commands the outbox may send, and the arguments that make their command_id.
-ACTIONS = ("record_start", "reject")
+# The commands the outbox may send (sql/010's telnyx_outbox_action_check).
+ACTIONS = ("record_start", "reject", "answer", "speak", "playback_start", "record_stop", "hangup")
+# The service answers and hangs up a call itself only for voicemail; the mark keeps those
+# commands' ids apart from an agent's answer and hang-up of the same call.
+VOICEMAIL_MARK = "voicemail"
+
+
+def command_id_parts(action: str, args: dict[str, Any]) -> list[str]:
+    """What besides the action and the call makes an owed command's command_id."""
+    if action == "reject":
+        return [args["cause"]]  # as TelnyxClient.reject
+    if action in ("answer", "hangup"):
+        return [VOICEMAIL_MARK]
+    return []
+
 
 OWE = """
 INSERT INTO telnyx_outbox (call_control_id, action, args)
@@ -92,6 +109,14 @@ SELECT count(*),
 """
 
 
+class _Once(TypedDict):
+    """How the outbox sends a command: one attempt, by a deadline, with its own command_id."""
+
+    attempts: int
+    deadline: float
+    command_id: str
+
+
 @dataclass(frozen=True)
 class OutboxSettings:
     """How often and how long owed commands are retried."""
@@ -116,7 +141,7 @@ class OwedCommand:
     @property
     def command_id(self) -> str:
         """The same id TelnyxClient gives this command, so every retry is one command."""
-        parts = [self.args["cause"]] if self.action == "reject" else []
+        parts = command_id_parts(self.action, self.args)
         return command_id_for(self.action, self.call_control_id, *parts)
 
 
@@ -247,19 +272,41 @@ class Outbox:
         return SENT
 
     def _send(self, telnyx: TelnyxClient, command: OwedCommand) -> None:
-        args = command.args
+        args, call_control_id = command.args, command.call_control_id
         # One attempt, finished well inside the lease, so no other worker sends it meanwhile.
         deadline = time.monotonic() + self.settings.lease_seconds * 0.8
-        if command.action == "record_start":
+        once = _Once(attempts=1, deadline=deadline, command_id=command.command_id)
+        action = command.action
+        if action == "record_start":
             telnyx.record_start(
-                command.call_control_id,
+                call_control_id,
                 args["format"],
                 args["channels"],
-                attempts=1,
-                deadline=deadline,
+                play_beep=args.get("play_beep"),
+                max_length=args.get("max_length"),
+                **once,
             )
+        elif action == "reject":
+            telnyx.reject(call_control_id, args["cause"], **once)
+        elif action == "answer":
+            telnyx.answer(call_control_id, **once)
+        elif action == "speak":
+            telnyx.speak(
+                call_control_id,
+                args["payload"],
+                args["voice"],
+                language=args.get("language"),
+                payload_type=args.get("payload_type"),
+                **once,
+            )
+        elif action == "playback_start":
+            telnyx.playback_start(call_control_id, args["audio_url"], **once)
+        elif action == "record_stop":
+            telnyx.record_stop(call_control_id, **once)
+        elif action == "hangup":
+            telnyx.hangup(call_control_id, **once)
         else:
-            telnyx.reject(command.call_control_id, args["cause"], attempts=1, deadline=deadline)
+            raise ValueError(f"the outbox does not send {action!r}")
 
     def _failed(self, command: OwedCommand, error: TelnyxError) -> str:
         extra = {"call_control_id": command.call_control_id}

@@ -30,6 +30,7 @@ CALL_NOT_ANSWERED = "90034"
 REJECT_CAUSES = ("CALL_REJECTED", "USER_BUSY")
 RECORD_FORMATS = ("mp3", "wav")
 RECORD_CHANNELS = ("single", "dual")
+SPEAK_PAYLOAD_TYPES = ("text", "ssml")
 TRANSFER_TIMEOUT_RANGE = (5, 600)
 
 # Fixed forever: changing it would give every logical command a new id and defeat deduplication
@@ -363,6 +364,71 @@ class TelnyxClient:
         # One recording per call is the logical command, so format/channels are not in the id.
         command_id = command_id or command_id_for("record_start", call_control_id)
         return self._command("record_start", call_control_id, body, command_id, deadline, attempts)
+
+    def record_stop(
+        self,
+        call_control_id: str,
+        *,
+        command_id: str | None = None,
+        deadline: float | None = None,
+        attempts: int | None = None,
+    ) -> dict:
+        """Stop the call's recording (Telnyx then sends call.recording.saved)."""
+        _require_call_control_id(call_control_id)
+        command_id = command_id or command_id_for("record_stop", call_control_id)
+        return self._command("record_stop", call_control_id, {}, command_id, deadline, attempts)
+
+    def speak(
+        self,
+        call_control_id: str,
+        payload: str,
+        voice: str,
+        *,
+        language: str | None = None,
+        payload_type: str | None = None,
+        command_id: str | None = None,
+        deadline: float | None = None,
+        attempts: int | None = None,
+    ) -> dict:
+        """Speak text (or SSML) to the call; call.speak.ended follows when it is done."""
+        _require_call_control_id(call_control_id)
+        if not isinstance(payload, str) or not payload.strip():
+            raise ValueError("speak needs a non-empty payload")
+        if not isinstance(voice, str) or not voice.strip():
+            raise ValueError("speak needs a voice")
+        if payload_type not in (None, *SPEAK_PAYLOAD_TYPES):
+            raise ValueError(f"payload_type must be one of {SPEAK_PAYLOAD_TYPES}")
+        body: dict[str, Any] = {"payload": payload, "voice": voice}
+        if language is not None:
+            body["language"] = language
+        if payload_type is not None:
+            body["payload_type"] = payload_type
+        # One greeting per call is the logical command, so its text is not in the id.
+        command_id = command_id or command_id_for("speak", call_control_id)
+        return self._command("speak", call_control_id, body, command_id, deadline, attempts)
+
+    def playback_start(
+        self,
+        call_control_id: str,
+        audio_url: str,
+        *,
+        command_id: str | None = None,
+        deadline: float | None = None,
+        attempts: int | None = None,
+    ) -> dict:
+        """Play an audio file (mp3/wav over HTTPS) to the call; call.playback.ended follows."""
+        _require_call_control_id(call_control_id)
+        if not isinstance(audio_url, str) or not audio_url.startswith(("https://", "http://")):
+            raise ValueError("playback_start needs an http(s) audio_url")
+        command_id = command_id or command_id_for("playback_start", call_control_id)
+        return self._command(
+            "playback_start",
+            call_control_id,
+            {"audio_url": audio_url},
+            command_id,
+            deadline,
+            attempts,
+        )
 
     def webrtc_token(self, credential_id: str) -> str:
         """A WebRTC login token (a JWT, valid for 24 h) for one telephony credential."""

@@ -16,6 +16,9 @@ CALL_ANSWERED = "call.answered"
 CALL_BRIDGED = "call.bridged"
 CALL_HANGUP = "call.hangup"
 CALL_RECORDING_SAVED = "call.recording.saved"
+# A voicemail's greeting has finished playing: its recording is owed next (sql/013).
+CALL_SPEAK_ENDED = "call.speak.ended"
+CALL_PLAYBACK_ENDED = "call.playback.ended"
 
 EFFECTS = {
     CALL_INITIATED: "initiated",
@@ -23,6 +26,8 @@ EFFECTS = {
     CALL_BRIDGED: "bridged",
     CALL_HANGUP: "hangup",
     CALL_RECORDING_SAVED: "recording",
+    CALL_SPEAK_ENDED: "greeting_ended",
+    CALL_PLAYBACK_ENDED: "greeting_ended",
 }
 
 # Leg roles: the caller's leg is the call; the transfer leg is the one Telnyx creates for an agent.

@@ -37,7 +37,7 @@ from telnyx_flask.simulator.cli import sim_cli
 from telnyx_flask.simulator.signing_key import public_key_base64
 from telnyx_flask.telnyx_api import TelnyxClient, TelnyxError
 
-from .helpers import load_fixture
+from .helpers import load_fixture, wait_until
 from .servers import free_port
 from .webhook_sink import ReceivedWebhook, ThreadedServer, WebhookSink
 
@@ -475,7 +475,14 @@ def test_command_without_the_api_key_is_refused_with_401_and_not_applied(sim, au
         ("answer", {"command_id": 7}, 422, "10015"),
         ("answer", b"[1, 2]", 400, "10015"),
         ("answer", b"{not json", 400, "10023"),
-        ("speak", {"payload": "hello"}, 404, "10005"),
+        ("speak", {"voice": "female"}, 422, "10004"),
+        ("speak", {"payload": "hello"}, 422, "10004"),
+        ("speak", {"payload": "", "voice": "female"}, 422, "10015"),
+        ("speak", {"payload": "hello", "voice": "female", "payload_type": "html"}, 422, "10015"),
+        ("playback_start", {}, 422, "10004"),
+        ("playback_start", {"audio_url": "ftp://example.test/a.mp3"}, 422, "10015"),
+        ("playback_start", {"playback_content": "not base64!"}, 422, "10015"),
+        ("enqueue", {"queue_name": "support"}, 404, "10005"),
     ],
 )
 def test_invalid_parameters_are_refused_with_telnyx_errors(sim, action, body, status, code):
@@ -1205,7 +1212,7 @@ def test_reset_forgets_queued_delays_and_ends_the_waits_in_progress(sim):
     "body",
     [
         {"seconds": 2},
-        {"action": "speak", "seconds": 2},
+        {"action": "enqueue", "seconds": 2},
         {"action": "answer"},
         {"action": "answer", "seconds": 0},
         {"action": "answer", "seconds": 121},
@@ -1290,3 +1297,143 @@ def test_flask_sim_is_a_plugin_command_and_the_app_does_not_import_the_simulator
     )
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.strip() == "[]"
+
+
+# --- voicemail: greetings, a recording with a beep and a limit, a caller leaving a message ------
+
+GREETING = {"payload": "Please leave a message.", "voice": "female", "language": "en-US"}
+GREETING_URL = "https://greetings.example.test/voicemail.mp3"
+
+
+def set_media_seconds(sim: Sim, seconds: float) -> None:
+    response = sim.http.post(f"{sim.url}/sim/media", json={"seconds": seconds})
+    assert response.status_code == 200, response.text
+
+
+def arrived(sim: Sim, session_id: str, *types: str):
+    """The call's webhooks once every one of `types` has arrived (they come on a timer)."""
+
+    def all_there():
+        hooks = sim.webhooks(session_id)
+        return hooks if set(types) <= set(event_types(hooks)) else None
+
+    return wait_until(all_there, timeout=10, what=f"{', '.join(types)} delivered")
+
+
+def test_speak_on_an_answered_call_sends_speak_started_then_ended(sim):
+    ids = sim.answered_call()
+    sim.ok(ids["call_control_id"], "speak", {**GREETING, "payload_type": "text"})
+
+    hooks = sim.webhooks(ids["call_session_id"])
+    assert event_types(hooks)[-2:] == ["call.speak.started", "call.speak.ended"]
+    ended = hooks[-1].payload
+    assert ended.keys() == fixture_payload_keys("30_call.speak.ended.json")
+    assert ended["status"] == "completed"
+    assert ended["call_control_id"] == ids["call_control_id"]
+    [media] = sim.state(ids["call_control_id"])["legs"][0]["media"]
+    assert (media["kind"], media["text"], media["status"]) == (
+        "speak",
+        GREETING["payload"],
+        "completed",
+    )
+
+
+def test_playback_start_sends_playback_started_then_ended_naming_the_file(sim):
+    ids = sim.answered_call()
+    sim.ok(ids["call_control_id"], "playback_start", {"audio_url": GREETING_URL})
+
+    hooks = sim.webhooks(ids["call_session_id"])
+    assert event_types(hooks)[-2:] == ["call.playback.started", "call.playback.ended"]
+    ended = hooks[-1].payload
+    assert ended.keys() == fixture_payload_keys("31_call.playback.ended.json")
+    assert (ended["media_url"], ended["status"]) == (GREETING_URL, "completed")
+
+
+@pytest.mark.parametrize(
+    ("action", "body"), [("speak", GREETING), ("playback_start", {"audio_url": GREETING_URL})]
+)
+def test_a_greeting_before_the_call_is_answered_is_refused_with_90034(sim, action, body):
+    ids = sim.call()
+    assert telnyx_error(sim.command(ids["call_control_id"], action, body)) == (422, "90034")
+    assert event_types(sim.webhooks(ids["call_session_id"])) == ["call.initiated"]
+
+
+def test_a_greeting_cut_short_by_the_hangup_ends_with_status_call_hangup(sim):
+    set_media_seconds(sim, 300)
+    ids = sim.answered_call()
+    sim.ok(ids["call_control_id"], "speak", GREETING)
+    assert event_types(sim.webhooks(ids["call_session_id"]))[-1] == "call.speak.started"
+
+    assert sim.caller_hangs_up(ids["call_control_id"]).status_code == 200
+
+    hooks = sim.webhooks(ids["call_session_id"])
+    assert event_types(hooks)[-2:] == ["call.hangup", "call.speak.ended"]
+    assert hooks[-1].payload["status"] == "call_hangup"
+
+
+def test_a_greeting_that_plays_for_a_while_ends_after_it(sim):
+    set_media_seconds(sim, 0.2)
+    ids = sim.answered_call()
+    sim.ok(ids["call_control_id"], "playback_start", {"audio_url": GREETING_URL})
+
+    hooks = arrived(sim, ids["call_session_id"], "call.playback.ended")
+    assert event_types(hooks)[-2:] == ["call.playback.started", "call.playback.ended"]
+    assert hooks[-1].payload["status"] == "completed"
+
+
+def test_record_start_with_a_beep_and_max_length_saves_the_recording_at_the_limit(sim):
+    ids = sim.answered_call()
+    caller = ids["call_control_id"]
+    sim.ok(
+        caller,
+        "record_start",
+        {"format": "mp3", "channels": "single", "play_beep": True, "max_length": 1},
+    )
+    assert sim.state(caller)["legs"][0]["recording_active"] is True
+
+    hooks = arrived(sim, ids["call_session_id"], "call.recording.saved")
+    assert "call.hangup" not in event_types(hooks)  # the call goes on; only the recording ended
+    assert sim.state(caller)["legs"][0]["recording_active"] is False
+    saved = hooks[-1].payload
+    assert saved["recording_started_at"] < saved["recording_ended_at"]
+    # Saved on a timer, with no request of its own: its link is still where the simulator is.
+    assert requests.get(saved["recording_urls"]["mp3"], timeout=5).status_code == 200
+    # What the service sends at the limit anyway finds nothing left to stop.
+    assert telnyx_error(sim.command(caller, "record_stop")) == (422, "90035")
+
+
+def test_a_caller_leaving_a_message_talks_then_hangs_up_and_the_message_is_saved(sim):
+    ids = sim.call(message_seconds=0.2)
+    caller = ids["call_control_id"]
+    sim.ok(caller, "answer")
+    sim.ok(caller, "speak", GREETING)
+    sim.ok(caller, "record_start", {"format": "mp3", "channels": "single", "play_beep": True})
+
+    hooks = arrived(sim, ids["call_session_id"], "call.hangup", "call.recording.saved")
+    assert event_types(hooks)[-2:] == ["call.hangup", "call.recording.saved"]
+    hangup = hooks[-2].payload
+    assert (hangup["hangup_source"], hangup["hangup_cause"]) == ("caller", "normal_clearing")
+    assert sim.state(caller)["legs"][0]["message_seconds"] == 0.2
+
+
+@pytest.mark.parametrize("seconds", [-1, 601, "2", True, None])
+def test_bad_media_seconds_are_400(sim, seconds):
+    response = sim.http.post(f"{sim.url}/sim/media", json={"seconds": seconds})
+    assert response.status_code == 400
+    assert sim.http.get(f"{sim.url}/sim/media").json() == {"seconds": 0.0}
+
+
+@pytest.mark.parametrize("seconds", [-1, 3601, "2", True])
+def test_bad_message_seconds_are_400(sim, seconds):
+    response = sim.http.post(
+        f"{sim.url}/sim/calls",
+        json={"from": "+13125550147", "to": "+14155550123", "message_seconds": seconds},
+    )
+    assert response.status_code == 400
+    assert sim.http.get(f"{sim.url}/sim/calls").json()["data"] == []
+
+
+def test_reset_puts_greetings_back_to_ending_at_once(sim):
+    set_media_seconds(sim, 30)
+    sim.reset()
+    assert sim.http.get(f"{sim.url}/sim/media").json() == {"seconds": 0.0}

@@ -22,6 +22,7 @@ import {
 } from "./notes.js";
 import { BrowserPhone, sipHeader } from "./phone.js";
 import { Transfers } from "./transfer.js";
+import { decorateVoicemailRow, forgetVoicemail, voicemailEvent } from "./voicemail.js";
 
 const $ = (id) => document.getElementById(id);
 // How long a card taken by someone else stays, saying who took it.
@@ -174,6 +175,7 @@ function forgetEverything() {
   state.historyRows.clear();
   state.historyCursor = null;
   forgetAfterCallForms();
+  forgetVoicemail();
   render();
 }
 
@@ -280,6 +282,7 @@ function showRouting(phoneDetail) {
 
 function handleEvent(type, data) {
   if (!data && type !== "reset") return;
+  voicemailEvent(type, data);
   switch (type) {
     case "reset":
       // The snapshot that follows is the truth for live calls; events missed meanwhile may
@@ -720,6 +723,7 @@ function historyRow(call) {
     audio.setAttribute("aria-label", `Recording of the call from ${who.textContent}`);
     row.append(audio);
   }
+  decorateVoicemailRow(row, call);
   return row;
 }
 

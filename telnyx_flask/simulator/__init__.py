@@ -88,13 +88,17 @@ def create_simulator_app(settings: dict | None = None) -> Flask:
     seed = _seed(options["signing_seed"])
     public_url = options["public_url"].rstrip("/") if options["public_url"] else None
 
+    # The address the last request reached: a recording saved on a timer (a max_length, a
+    # caller who hangs up after a message) has no request of its own to take it from.
+    last_host_url = ["http://127.0.0.1"]
+
     def recording_url(recording_id: str, fmt: str) -> str:
         if public_url is not None:
             base = public_url
         elif has_request_context():
             base = request.host_url.rstrip("/")
         else:
-            base = "http://127.0.0.1"
+            base = last_host_url[0]
         return f"{base}/sim/recordings/{recording_id}.{fmt}"
 
     delivery = Delivery(
@@ -127,6 +131,11 @@ def create_simulator_app(settings: dict | None = None) -> Flask:
 
     app.register_blueprint(api.bp)
     app.register_blueprint(control.bp)
+
+    @app.before_request
+    def remember_host_url() -> None:
+        last_host_url[0] = request.host_url.rstrip("/")
+
     app.register_error_handler(TelnyxApiError, _telnyx_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

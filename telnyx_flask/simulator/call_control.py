@@ -33,7 +33,16 @@ from .errors import (
 INCOMING, OUTGOING = "incoming", "outgoing"
 PARKED, BRIDGING, ANSWERED, BRIDGED, ENDED = "parked", "bridging", "answered", "bridged", "ended"
 
-ACTIONS = ("answer", "transfer", "reject", "hangup", "record_start", "record_stop")
+ACTIONS = (
+    "answer",
+    "transfer",
+    "reject",
+    "hangup",
+    "record_start",
+    "record_stop",
+    "speak",
+    "playback_start",
+)
 # The name refusals and delays use for GET /v2/calls/<id>, which is not a command.
 STATUS_LOOKUP = "status"
 TRANSFER_MODES = ("answer", "busy", "no-answer")
@@ -45,6 +54,12 @@ REJECT_CAUSES = {"CALL_REJECTED": ("call_rejected", "603"), "USER_BUSY": ("user_
 FAILED_TRANSFER = {"busy": ("user_busy", "486"), "no-answer": ("timeout", "408")}
 TRANSFER_TIMEOUT_RANGE = (5, 600)
 MAX_RECORDING_SECONDS = 14400
+SPEAK_PAYLOAD_TYPES = ("text", "ssml")
+# How long a simulated caller may talk into a voicemail, and a greeting may play.
+MAX_MESSAGE_SECONDS = 3600
+MAX_MEDIA_SECONDS = 600
+# How a speak or playback ended, as Telnyx reports it in call.speak.ended / call.playback.ended.
+MEDIA_COMPLETED, MEDIA_CALL_HANGUP = "completed", "call_hangup"
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 DEFAULT_CONNECTION_ID = "1684641123236054244"
@@ -88,6 +103,29 @@ class Recording:
 
 
 @dataclass
+class Media:
+    """A speak or playback_start playing to a leg, until it ends or the leg hangs up."""
+
+    kind: str  # speak | playback
+    started_at: datetime
+    text: str | None = None
+    audio_url: str | None = None
+    ended_at: datetime | None = None
+    status: str | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """The greeting as GET /sim/calls shows it."""
+        return {
+            "kind": self.kind,
+            "text": self.text,
+            "audio_url": self.audio_url,
+            "started_at": webhook_bodies.timestamp(self.started_at),
+            "ended_at": webhook_bodies.timestamp(self.ended_at) if self.ended_at else None,
+            "status": self.status,
+        }
+
+
+@dataclass
 class Leg:
     """One leg of a call: the caller's (incoming) or the one a transfer dials (outgoing)."""
 
@@ -111,6 +149,11 @@ class Leg:
     partner: str | None = None
     recording: Recording | None = None
     recordings: list[Recording] = field(default_factory=list)
+    # A greeting playing to the leg (speak or playback_start), and what the caller does once a
+    # recording starts: talk for this many seconds, then hang up (a voicemail message).
+    media: Media | None = None
+    media_played: list[Media] = field(default_factory=list)
+    message_seconds: float | None = None
 
     @property
     def ended(self) -> bool:
@@ -162,6 +205,8 @@ class Leg:
             "recorded": bool(self.recordings),
             "recording_active": self.recording is not None,
             "recordings": [r.snapshot(recording_urls(r.id)) for r in self.recordings],
+            "media": [m.snapshot() for m in self.media_played],
+            "message_seconds": self.message_seconds,
         }
 
 
@@ -251,10 +296,50 @@ def _check_record_start(body: dict[str, Any]) -> None:
         raise invalid_parameter("trim", "'trim' must be 'trim-silence'")
 
 
+def _required_text(body: dict[str, Any], name: str) -> None:
+    if body.get(name) is None:
+        raise missing_parameter(name)
+    if not isinstance(body[name], str) or not body[name].strip():
+        raise invalid_parameter(name, f"'{name}' must be a non-empty string")
+
+
+def _check_speak(body: dict[str, Any]) -> None:
+    _required_text(body, "payload")
+    _required_text(body, "voice")
+    _optional_string(body, "language")
+    if body.get("payload_type") not in (None, *SPEAK_PAYLOAD_TYPES):
+        raise invalid_parameter(
+            "payload_type", f"'payload_type' must be one of {', '.join(SPEAK_PAYLOAD_TYPES)}"
+        )
+
+
+def _check_playback_start(body: dict[str, Any]) -> None:
+    url, content = body.get("audio_url"), body.get("playback_content")
+    if url is None and content is None:
+        raise missing_parameter("audio_url")
+    if url is not None and (
+        not isinstance(url, str) or not url.startswith(("https://", "http://"))
+    ):
+        raise invalid_parameter("audio_url", "'audio_url' must be an http(s) URL")
+    if content is not None:
+        if not isinstance(content, str):
+            raise invalid_parameter("playback_content", "'playback_content' must be base64")
+        try:
+            base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid_parameter(
+                "playback_content", "'playback_content' must be valid base64"
+            ) from None
+    if "overlay" in body and not isinstance(body["overlay"], bool):
+        raise invalid_parameter("overlay", "'overlay' must be a boolean")
+
+
 _PARAMETER_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "transfer": _check_transfer,
     "reject": _check_reject,
     "record_start": _check_record_start,
+    "speak": _check_speak,
+    "playback_start": _check_playback_start,
 }
 
 
@@ -296,6 +381,9 @@ class CallControl:
         self._recordings: dict[str, Recording] = {}
         self._last_moment = datetime.now(UTC)
         self.transfer_mode = "answer"
+        # How long a speak or playback plays before its .ended webhook (0: at once).
+        self.media_seconds = 0.0
+        self._timers: list[threading.Timer] = []
         # False only during a hangup whose webhooks are lost (remote_hangup(deliver=False)).
         self._delivering = True
 
@@ -309,8 +397,11 @@ class CallControl:
         *,
         transfer_mode: str | None = None,
         delivery: dict[str, Any] | None = None,
+        message_seconds: float | None = None,
     ) -> dict[str, str]:
-        """A caller dials in: leg A is parked and call.initiated is sent."""
+        """A caller dials in: leg A is parked and call.initiated is sent. With
+        `message_seconds`, once a recording with a beep starts (voicemail) the caller talks
+        that long and hangs up."""
         with self._lock:
             now = self._now()
             leg = Leg(
@@ -325,6 +416,7 @@ class CallControl:
                 state=PARKED,
                 caller_name=caller_name,
                 transfer_mode=transfer_mode,
+                message_seconds=message_seconds,
             )
             self._add(leg)
             self._sink.open_session(leg.call_session_id, delivery)
@@ -533,6 +625,7 @@ class CallControl:
         leg.recording = recording
         leg.recordings.append(recording)
         self._recordings[recording.id] = recording
+        self._recording_limits(leg, recording, body.get("max_length"), bool(body.get("play_beep")))
 
     def _do_record_stop(self, leg: Leg, body: dict[str, Any]) -> None:
         if leg.state in (PARKED, BRIDGING):
@@ -540,6 +633,73 @@ class CallControl:
         if leg.recording is None:
             raise _invalid_state("the call is not being recorded")
         self._save_recording(leg)
+
+    def _do_speak(self, leg: Leg, body: dict[str, Any]) -> None:
+        self._play(leg, Media("speak", self._now(), text=body["payload"]), "speak")
+
+    def _do_playback_start(self, leg: Leg, body: dict[str, Any]) -> None:
+        media = Media("playback", self._now(), audio_url=body.get("audio_url"))
+        self._play(leg, media, "playback_start")
+
+    def _play(self, leg: Leg, media: Media, action: str) -> None:
+        """Start a greeting on an answered leg: .started now, .ended after media_seconds."""
+        if leg.state in (PARKED, BRIDGING):
+            raise _not_answered(leg, action)
+        if leg.media is not None:
+            # Telnyx stops what was playing for the new one; the old one ends as stopped.
+            self._end_media(leg, MEDIA_COMPLETED)
+        leg.media = media
+        leg.media_played.append(media)
+        self._emit(webhook_bodies.media_started(leg, media, media.started_at), leg)
+        if self.media_seconds <= 0:
+            self._end_media(leg, MEDIA_COMPLETED)
+        else:
+            self._later(self.media_seconds, leg, lambda: self._media_done(leg, media))
+
+    def _media_done(self, leg: Leg, media: Media) -> None:
+        if leg.media is media and not leg.ended:
+            self._end_media(leg, MEDIA_COMPLETED)
+
+    def _end_media(self, leg: Leg, status: str) -> None:
+        media = leg.media
+        assert media is not None
+        leg.media = None
+        media.ended_at, media.status = self._now(), status
+        self._emit(webhook_bodies.media_ended(leg, media, media.ended_at), leg)
+
+    def _later(self, seconds: float, leg: Leg, step: Callable[[], None]) -> None:
+        """Run `step` under the lock after `seconds`, unless the simulator was reset meanwhile."""
+        timers = self._timers
+
+        def run() -> None:
+            with self._lock:
+                if timers is self._timers and leg.call_control_id in self._legs:
+                    step()
+                    self._lock.notify_all()
+
+        timer = threading.Timer(seconds, run)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def _recording_limits(
+        self, leg: Leg, recording: Recording, max_length: int | None, beep: bool
+    ) -> None:
+        """A recording ends at its max_length; a caller who hears the beep leaves a message
+        and hangs up (a recording of an agent's call, without a beep, is not for them)."""
+
+        def stop_at_limit() -> None:
+            if leg.recording is recording and not leg.ended:
+                self._save_recording(leg)
+
+        def caller_done() -> None:
+            if not leg.ended:
+                self._hang_up(leg, "normal_clearing", "caller", "200")
+
+        if max_length:
+            self._later(max_length, leg, stop_at_limit)
+        if beep and leg.message_seconds is not None and leg.direction == INCOMING:
+            self._later(leg.message_seconds, leg, caller_done)
 
     # --- state changes -----------------------------------------------------------------------
 
@@ -563,7 +723,10 @@ class CallControl:
         self._emit(webhook_bodies.hangup(leg, leg.end_time), leg)
 
     def _finish(self, leg: Leg) -> None:
-        """After a leg's hangup: its recording is saved; a session with no live legs is over."""
+        """After a leg's hangup: a greeting playing ends, its recording is saved; a session
+        with no live legs is over."""
+        if leg.media is not None:
+            self._end_media(leg, MEDIA_CALL_HANGUP)
         if leg.recording is not None:
             self._save_recording(leg)
         session = leg.call_session_id
@@ -607,6 +770,15 @@ class CallControl:
             raise ValueError(f"mode must be one of {', '.join(TRANSFER_MODES)}")
         with self._lock:
             self.transfer_mode = mode
+
+    def set_media_seconds(self, seconds: float) -> None:
+        """How long a speak or playback plays before it ends (0: its .ended follows at once)."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise ValueError("seconds must be a number")
+        if not 0 <= seconds <= MAX_MEDIA_SECONDS:
+            raise ValueError(f"seconds must be from 0 to {MAX_MEDIA_SECONDS}")
+        with self._lock:
+            self.media_seconds = float(seconds)
 
     def call(self, call_control_id: str) -> dict[str, Any] | None:
         """The session a leg belongs to: every leg and every command received for them."""
@@ -698,4 +870,8 @@ class CallControl:
             self._seen_command_ids.clear()
             self._recordings.clear()
             self.transfer_mode = "answer"
+            self.media_seconds = 0.0
+            for timer in self._timers:
+                timer.cancel()
+            self._timers = []
             self._lock.notify_all()

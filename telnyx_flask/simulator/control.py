@@ -8,7 +8,14 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify, request
 
 from . import audio, get_simulator
-from .call_control import ACTIONS, E164, STATUS_LOOKUP, TRANSFER_MODES, CallStateError
+from .call_control import (
+    ACTIONS,
+    E164,
+    MAX_MESSAGE_SECONDS,
+    STATUS_LOOKUP,
+    TRANSFER_MODES,
+    CallStateError,
+)
 from .delivery import Delivery
 from .errors import BAD_REQUEST, ErrorCode, TelnyxApiError
 
@@ -16,7 +23,7 @@ bp = Blueprint("simulator_control", __name__)
 
 MAX_WAIT_SECONDS = 60.0
 MAX_CALLER_NAME = 128
-CALL_FIELDS = {"from", "to", "caller_name", "transfer_behaviour", "delivery"}
+CALL_FIELDS = {"from", "to", "caller_name", "transfer_behaviour", "delivery", "message_seconds"}
 HANGUP_FIELDS = {"deliver"}
 MAX_TIMES = 100
 DELAYABLE = (*ACTIONS, STATUS_LOOKUP)
@@ -56,7 +63,8 @@ def public_key():
 
 @bp.post("/sim/calls")
 def start_call():
-    """A caller dials in: {"from", "to", "caller_name"?, "transfer_behaviour"?, "delivery"?}."""
+    """A caller dials in: {"from", "to", "caller_name"?, "transfer_behaviour"?, "delivery"?,
+    "message_seconds"?} (the last: at a recording's beep, the caller talks that long, hangs up)."""
     body = _json_object()
     unknown = set(body) - CALL_FIELDS
     if unknown:
@@ -79,8 +87,20 @@ def start_call():
             delivery = Delivery.check_overrides(delivery)
         except ValueError as error:
             abort(400, description=str(error))
+    message_seconds = body.get("message_seconds")
+    if message_seconds is not None and (
+        isinstance(message_seconds, bool)
+        or not isinstance(message_seconds, int | float)
+        or not 0 <= message_seconds <= MAX_MESSAGE_SECONDS
+    ):
+        abort(400, description=f"'message_seconds' must be from 0 to {MAX_MESSAGE_SECONDS}")
     ids = get_simulator().calls.start_call(
-        body["from"], body["to"], caller_name, transfer_mode=mode, delivery=delivery
+        body["from"],
+        body["to"],
+        caller_name,
+        transfer_mode=mode,
+        delivery=delivery,
+        message_seconds=message_seconds,
     )
     return jsonify(ids), 201
 
@@ -133,6 +153,18 @@ def transfer_behaviour():
         except ValueError as error:
             abort(400, description=str(error))
     return jsonify({"mode": calls.transfer_mode})
+
+
+@bp.route("/sim/media", methods=["GET", "POST"])
+def media():
+    """How long a speak or playback plays before its .ended webhook: {"seconds"} (0: at once)."""
+    calls = get_simulator().calls
+    if request.method == "POST":
+        try:
+            calls.set_media_seconds(_json_object().get("seconds"))  # type: ignore[arg-type]
+        except ValueError as error:
+            abort(400, description=str(error))
+    return jsonify({"seconds": calls.media_seconds})
 
 
 def _times(body: dict[str, Any]) -> int:

@@ -7,13 +7,22 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .call_control import Leg, Recording
+    from .call_control import Leg, Media, Recording
 
 CALL_INITIATED = "call.initiated"
 CALL_ANSWERED = "call.answered"
 CALL_BRIDGED = "call.bridged"
 CALL_HANGUP = "call.hangup"
 CALL_RECORDING_SAVED = "call.recording.saved"
+CALL_SPEAK_STARTED = "call.speak.started"
+CALL_SPEAK_ENDED = "call.speak.ended"
+CALL_PLAYBACK_STARTED = "call.playback.started"
+CALL_PLAYBACK_ENDED = "call.playback.ended"
+# Media kind -> (its .started, its .ended) event types.
+MEDIA_EVENTS = {
+    "speak": (CALL_SPEAK_STARTED, CALL_SPEAK_ENDED),
+    "playback": (CALL_PLAYBACK_STARTED, CALL_PLAYBACK_ENDED),
+}
 
 # Values a real PSTN call reports; nothing in the service depends on them.
 OFFERED_CODECS = "PCMU,G729"
@@ -158,3 +167,24 @@ def recording_saved(
         }
     )
     return event_data(CALL_RECORDING_SAVED, payload, at)
+
+
+def _media_payload(leg: Leg, media: Media) -> dict[str, Any]:
+    payload = _leg_ids(leg)
+    if media.kind == "playback":
+        # Telnyx names the file played (media_url) and whether it was mixed over other audio.
+        payload.update({"media_url": media.audio_url, "overlay": False})
+    return payload
+
+
+def media_started(leg: Leg, media: Media, at: datetime) -> dict[str, Any]:
+    """call.speak.started or call.playback.started: the common fields (and the file played)."""
+    return event_data(MEDIA_EVENTS[media.kind][0], _media_payload(leg, media), at)
+
+
+def media_ended(leg: Leg, media: Media, at: datetime) -> dict[str, Any]:
+    """call.speak.ended or call.playback.ended, with `status`: completed, or call_hangup when
+    the leg hung up while it played."""
+    payload = _media_payload(leg, media)
+    payload["status"] = media.status
+    return event_data(MEDIA_EVENTS[media.kind][1], payload, at)
