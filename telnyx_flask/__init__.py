@@ -67,6 +67,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         openapi,
         ops,
         outbox,
+        presence,
+        presence_api,
         prospects,
         push,
         rate_limits,
@@ -92,6 +94,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     lifecycle.init_app(app)
     telnyx_api.init_app(app)
     outbox.init_app(app)
+    presence.init_app(app)
     background.init_app(app)
     push.init_app(app)
     rate_limits.init_app(app)
@@ -103,6 +106,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     prospects.init_app(app)
     webhook_intake.init_app(app)
     app.register_blueprint(agent_api.bp)
+    app.register_blueprint(presence_api.bp)
     app.register_blueprint(history.bp)
     app.register_blueprint(recordings.bp)
     app.register_blueprint(softphone.bp)

@@ -4,7 +4,8 @@ with the first request a process serves under another server.
 - live state: rebuild Redis from PostgreSQL when its generation marker is gone (every second);
 - ring timeout: reject calls that rang too long, give back stale claims (every second);
 - outbox: deliver the commands owed to Telnyx (every second, and at once when nudged);
-- silent calls: ask Telnyx about calls with no webhook for too long (every 30 s).
+- silent calls: ask Telnyx about calls with no webhook for too long (every 30 s);
+- presence: work out every agent's presence (their choice, pages and calls), every second.
 
 Every worker runs all of them; atomic claims, row leases and a Redis lock decide who acts.
 Under gevent the threads are greenlets.
@@ -24,6 +25,7 @@ from .errors import StorageUnavailable
 from .live_calls import LiveCalls
 from .live_rebuild import ensure_live_state
 from .outbox import Outbox, run_delivery
+from .presence import LivePresence
 from .reconcile import SilentCalls
 from .ring_timeout import RingTimeouts
 
@@ -43,6 +45,7 @@ class BackgroundWork:
         ring_timeouts: RingTimeouts,
         silent_calls: SilentCalls,
         silent_check_seconds: float,
+        presence: LivePresence,
     ):
         self.db = db
         self.live = live
@@ -50,6 +53,7 @@ class BackgroundWork:
         self.ring_timeouts = ring_timeouts
         self.silent_calls = silent_calls
         self.silent_check_seconds = silent_check_seconds
+        self.presence = presence
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pid: int | None = None
@@ -71,6 +75,7 @@ class BackgroundWork:
                 self._spawn(
                     "silent-calls", self._every(self.silent_check_seconds, self.silent_calls.check)
                 ),
+                self._spawn("presence", self._every(TICK_SECONDS, self.presence.tick)),
             ]
 
     def stop(self, wait: bool = True) -> None:
@@ -128,7 +133,13 @@ def init_app(app: Flask) -> None:
         answered_after_seconds=config["SILENT_ANSWERED_CALL_SECONDS"],
     )
     work = BackgroundWork(
-        db, live, outbox, ring_timeouts, silent_calls, config["SILENT_CALL_CHECK_SECONDS"]
+        db,
+        live,
+        outbox,
+        ring_timeouts,
+        silent_calls,
+        config["SILENT_CALL_CHECK_SECONDS"],
+        app.extensions["presence"],
     )
     app.extensions["ring_timeouts"] = ring_timeouts
     app.extensions["silent_calls"] = silent_calls

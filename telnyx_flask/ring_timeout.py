@@ -1,4 +1,5 @@
-"""Ring timeout: a call nobody takes within RING_TIMEOUT_SECONDS is rejected, exactly once."""
+"""Ring timeout: a call nobody takes within RING_TIMEOUT_SECONDS is rejected, exactly once; at
+once while no agent is available (presence.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from . import metrics
 from .claims import claim, give_back, now_ms, release_stale_claims, renew
 from .live_calls import LiveCalls
 from .outbox import REFUSED, SENT, Outbox
+from .presence import nobody_available
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +43,14 @@ class RingTimeouts:
         self.lease_ms = claim_lease_seconds * 1000
 
     def sweep(self, now: int | None = None) -> list[str]:
-        """Reject calls that rang too long and give back stale claims; return those rejected."""
+        """Reject calls that rang too long and give back stale claims; return those rejected.
+
+        While agents are known and none is available, every ringing call has rung too long.
+        """
         now = now_ms() if now is None else now
         rejected = []
-        for call_control_id in self.live.ringing_longer_than(now - self.timeout_ms):
+        rang_since = now if nobody_available(self.live) else now - self.timeout_ms
+        for call_control_id in self.live.ringing_longer_than(rang_since):
             if claim(self.live, call_control_id, RING_TIMEOUT, "timeout", now).result != "claimed":
                 continue  # another worker (or an agent) got there first, or it was an orphan
             if self._reject(call_control_id):
