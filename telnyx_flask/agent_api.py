@@ -50,7 +50,7 @@ def events():
         retry_ms=config["SSE_RETRY_MS"],
     )
     slot = get_stream_slots().take(guard.agent_id)
-    presence.refresh([guard.agent_id])  # a page is open: not away for want of one
+    presence.page_opened(guard.agent_id)  # known from now on, and not away for want of a page
     # Handed to gunicorn as it is (direct_passthrough), without werkzeug's two wrapper layers,
     # which every waiting stream would keep (docs/bench/stream-memory.md). A body that never
     # starts (the client left at once) skips the stream's own release: closing it releases too.

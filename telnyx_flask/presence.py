@@ -82,6 +82,7 @@ def _run(
     *,
     away_after_ms: int = 0,
     add: bool = False,
+    announce_added: bool = False,
     forget_others: bool = False,
 ) -> dict[str, str]:
     """Run lua/presence.lua; the agents whose presence changed, with their new presence."""
@@ -94,6 +95,7 @@ def _run(
         "ttl_seconds": PRESENCE_TTL_SECONDS,
         "agents": agents,
         "add": add,
+        "announce_added": announce_added,
         "forget_others": forget_others,
     }
     extra_keys = (
@@ -220,7 +222,15 @@ class LivePresence:
         if row is None:
             raise ApiError("no such active agent", status=404, code="agent_not_found")
         agent = _agent_row(row)
-        _run(self.live, "observe", [agent], now_ms, away_after_ms=self.away_after_ms, add=True)
+        _run(
+            self.live,
+            "observe",
+            [agent],
+            now_ms,
+            away_after_ms=self.away_after_ms,
+            add=True,
+            announce_added=True,
+        )
         record = records(self.live).get(agent["id"], {})
         return {
             "id": agent["id"],
