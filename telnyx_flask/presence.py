@@ -167,9 +167,15 @@ def records(live: LiveCalls) -> dict[str, dict[str, Any]]:
 
 
 def live_agents(live: LiveCalls) -> list[dict[str, Any]]:
-    """The agents presence knows, as the snapshot lists them: {"id", "name", "presence"}."""
+    """The agents presence knows, as the snapshot lists them: {"id", "name", "presence",
+    "chosen"}."""
     listed = [
-        {"id": agent_id, "name": record.get("name") or "", "presence": record["presence"]}
+        {
+            "id": agent_id,
+            "name": record.get("name") or "",
+            "presence": record["presence"],
+            "chosen": record.get("chosen"),
+        }
         for agent_id, record in records(live).items()
         if record.get("presence") in PRESENCES
     ]

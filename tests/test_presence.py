@@ -340,8 +340,8 @@ def test_the_snapshot_lists_the_agents_with_their_presence(
     assert lines[1] == "event: snapshot"
     snapshot = json.loads(lines[2].removeprefix("data: "))
     assert snapshot["agents"] == [
-        {"id": agent.id, "name": "Alice", "presence": "available"},
-        {"id": bob.id, "name": "Bob", "presence": "away"},
+        {"id": agent.id, "name": "Alice", "presence": "available", "chosen": "available"},
+        {"id": bob.id, "name": "Bob", "presence": "away", "chosen": "away"},
     ]
 
 
@@ -395,8 +395,8 @@ def test_a_redis_flush_restores_presence_from_postgresql_and_the_restored_calls(
 
     with app.app_context():
         assert presence.live_agents(app.extensions["live"]) == [
-            {"id": agent.id, "name": "Alice", "presence": "on_call"},
-            {"id": bob.id, "name": "Bob", "presence": "away"},
+            {"id": agent.id, "name": "Alice", "presence": "on_call", "chosen": "available"},
+            {"id": bob.id, "name": "Bob", "presence": "away", "chosen": "away"},
         ]
     # Quietly: the pages take the snapshot after the reset.
     events = [f["event"] for _, f in redis_client.xrange(f"{redis_prefix}events")]

@@ -11,6 +11,7 @@ import {
 } from "./format.js";
 import { LiveEvents } from "./live.js";
 import { BrowserPhone, sipHeader } from "./phone.js";
+import { Presence } from "./presence.js";
 
 const $ = (id) => document.getElementById(id);
 // How long a card taken by someone else stays, saying who took it.
@@ -46,6 +47,7 @@ const ringtone = new Ringtone();
 const notifier = new Notifier();
 const title = new TitleFlasher();
 let phone = null;
+const presence = new Presence({ onChange: () => render() });
 const live = new LiveEvents({
   url: "/api/telnyx/events",
   onEvent: handleEvent,
@@ -115,6 +117,7 @@ async function signedIn(user) {
   const sameAgent = state.me !== null && state.me.id === user.id;
   if (!sameAgent) forgetEverything();
   state.me = user;
+  presence.start(user);
   $("agent-name").textContent = user.name;
   $("account").hidden = false;
   $("workspace").hidden = false;
@@ -135,6 +138,7 @@ async function signedIn(user) {
 
 function forgetEverything() {
   live.stop({ forget: true });
+  presence.reset();
   if (phone) phone.stop();
   phone = null;
   state.calls.clear();
@@ -235,7 +239,10 @@ function showRouting(phoneDetail) {
 
 function handleEvent(type, data) {
   if (!data && type !== "reset") return;
+  presence.handleEvent(type, data);
   switch (type) {
+    case "agent.presence":
+      break;
     case "reset":
       // The snapshot that follows is the truth for live calls; events missed meanwhile may
       // include calls that were logged, so the history is fetched again too.
@@ -377,8 +384,11 @@ function render() {
   const waiting = calls.filter((call) => call.status === "ringing");
   $("ringing-count").textContent = waiting.length ? `(${waiting.length})` : "";
   $("no-calls").hidden = calls.length > 0;
-  ringtone.ring(waiting.length > 0 && state.activeId === null);
-  if (waiting.length) {
+  // Only an available agent's page rings; the others show the calls quietly.
+  const rings = presence.rings && state.activeId === null;
+  ringtone.ring(waiting.length > 0 && rings);
+  presence.render(waiting.length);
+  if (waiting.length && rings) {
     title.flash(waiting.length === 1 ? "📞 Incoming call" : `📞 ${waiting.length} incoming calls`);
     for (const call of waiting) {
       notifier.show(call.call_control_id, "Incoming call", `${callerName(call)} is calling`);
@@ -386,6 +396,7 @@ function render() {
   } else {
     title.stop();
   }
+  if (!rings) notifier.keepOnly(new Set());
   showConnection(live.state);
   if (phone) phone.recheck();
 }
@@ -731,6 +742,7 @@ function bindControls() {
   $("mute").addEventListener("click", () => ringtone.toggleMute());
   $("load-more").addEventListener("click", loadHistory);
   $("simulate").addEventListener("click", simulateCall);
+  presence.bind();
   const notify = $("notify");
   notify.hidden = !notifier.canAsk;
   notify.addEventListener("click", async () => {
