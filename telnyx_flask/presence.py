@@ -7,9 +7,12 @@ claims, the one source of who has a call); else Away if they chose it, or if non
 has been open (push.StreamSlots) for PRESENCE_AWAY_AFTER_SECONDS; else Available. Each change is
 announced once on the call-event stream as `agent.presence`, whichever worker noticed it.
 
-Every worker's background loop runs `LivePresence.tick` each second (every active agent: their
-choice, their pages, their calls); a page opening, a claim, a release and a call's end work it
-out again at once. Others call presence_of, agents and refresh, inside an application context.
+An agent becomes known to the live state when a page of theirs opens or they choose, and every
+active agent is restored into it when Redis is rebuilt. Every worker's background loop runs
+`LivePresence.tick` each second (every known agent: their choice, their pages, their calls); a
+page opening, a choice, a claim, a release and a call's end work it out again at once. An agent
+not known yet reads as what they chose. Others call presence_of, agents and refresh, inside an
+application context.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ AVAILABLE, AWAY, ON_CALL = "available", "away", "on_call"
 PRESENCES = (AVAILABLE, AWAY, ON_CALL)
 # What an agent may choose; ON_CALL is set while they hold a call.
 CHOSEN = (AVAILABLE, AWAY)
-PRESENCE_EVENT = "agent.presence"
 # The presence hash and the available set lapse if nothing works presence out for this long
 # (a retired prefix); every tick renews them.
 PRESENCE_TTL_SECONDS = 24 * 3600
@@ -74,6 +76,9 @@ def active_agents(db: Database, agent_ids: Iterable[str] | None = None) -> list[
         return [_agent_row(row) for row in cur.fetchall()]
 
 
+_SOURCE = lua_script("presence.lua")
+
+
 def _run(
     live: LiveCalls,
     op: str,
@@ -82,7 +87,6 @@ def _run(
     *,
     away_after_ms: int = 0,
     add: bool = False,
-    announce_added: bool = False,
     forget_others: bool = False,
 ) -> dict[str, str]:
     """Run lua/presence.lua; the agents whose presence changed, with their new presence."""
@@ -95,7 +99,6 @@ def _run(
         "ttl_seconds": PRESENCE_TTL_SECONDS,
         "agents": agents,
         "add": add,
-        "announce_added": announce_added,
         "forget_others": forget_others,
     }
     extra_keys = (
@@ -117,9 +120,6 @@ def _run(
         raise StorageUnavailable("redis", str(exc)) from exc
     flat = [text(item) for item in changes]
     return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-_SOURCE = lua_script("presence.lua")
 
 
 def settle(live: LiveCalls, now_ms: int | None = None) -> None:
@@ -235,7 +235,6 @@ class LivePresence:
             now_ms,
             away_after_ms=self.away_after_ms,
             add=True,
-            announce_added=True,
         )
         record = records(self.live).get(agent["id"], {})
         return {

@@ -86,7 +86,11 @@ def test_an_agent_chooses_away_and_back_kept_in_postgresql_and_announced_once_ea
     assert choose(client, agent, {"presence": "away"}).status_code == 200
     body = choose(client, agent, {"presence": "available"}).get_json()
     assert body["presence"]["presence"] == "available"
-    assert announced(redis_client, redis_prefix) == [("Alice", "away"), ("Alice", "available")]
+    assert announced(redis_client, redis_prefix) == [
+        ("Alice", "available"),  # known from her page's opening on
+        ("Alice", "away"),
+        ("Alice", "available"),
+    ]
     event = json.loads(redis_client.xrevrange(f"{redis_prefix}events", count=1)[0][1]["data"])
     assert event == {
         "agent": {"id": agent.id, "name": "Alice"},
@@ -200,11 +204,16 @@ def test_answering_puts_the_agent_on_a_call_and_the_end_gives_back_what_they_cho
 
     post_webhook(load_fixture("05_call.hangup.json"))
     assert presence_of(app, agent.id) == "away"
-    assert announced(redis_client, redis_prefix) == [("Alice", "on_call"), ("Alice", "away")]
-    # The claim came first on the stream, then the presence it caused.
+    assert announced(redis_client, redis_prefix) == [
+        ("Alice", "available"),
+        ("Bob", "available"),
+        ("Alice", "on_call"),
+        ("Alice", "away"),
+    ]
+    # Each after what caused it: the claim, then On a call; the end, then Away.
     events = [f["event"] for _, f in redis_client.xrange(f"{redis_prefix}events")]
-    assert events.index("call.claimed") < events.index("agent.presence")
-    assert events.index("call.ended") < len(events) - 1
+    assert events[events.index("call.claimed") + 1] == "agent.presence"
+    assert events[events.index("call.ended") + 1 :] == ["agent.presence"]
 
 
 def test_a_claim_given_back_because_telnyx_refused_leaves_the_agent_available(
@@ -216,7 +225,11 @@ def test_a_claim_given_back_because_telnyx_refused_leaves_the_agent_available(
     response = client.post(f"/api/telnyx/calls/{CALLER}/answer", headers=agent.headers)
     assert response.status_code == 502
     assert presence_of(app, agent.id) == "available"
-    assert announced(redis_client, redis_prefix) == [("Alice", "on_call"), ("Alice", "available")]
+    assert announced(redis_client, redis_prefix) == [
+        ("Alice", "available"),
+        ("Alice", "on_call"),
+        ("Alice", "available"),
+    ]
 
 
 def test_declining_does_not_put_the_agent_on_a_call(
@@ -227,7 +240,7 @@ def test_declining_does_not_put_the_agent_on_a_call(
     response = client.post(f"/api/telnyx/calls/{CALLER}/decline", headers=agent.headers)
     assert response.status_code == 200
     assert presence_of(app, agent.id) == "available"
-    assert announced(redis_client, redis_prefix) == []
+    assert announced(redis_client, redis_prefix) == [("Alice", "available")]
 
 
 # --- pages ---------------------------------------------------------------------------------
@@ -248,11 +261,15 @@ def test_an_agent_whose_pages_are_all_gone_for_longer_than_the_grace_is_away_unt
     live_presence.tick(start + 2_001 + GRACE_MS)
     assert presence_of(app, agent.id) == "away"
     live_presence.tick(start + 5_000 + GRACE_MS)
-    assert announced(redis_client, redis_prefix) == [("Alice", "away")]
+    assert announced(redis_client, redis_prefix) == [("Alice", "available"), ("Alice", "away")]
 
     page_open(agent)
     assert presence_of(app, agent.id) == "available"
-    assert announced(redis_client, redis_prefix) == [("Alice", "away"), ("Alice", "available")]
+    assert announced(redis_client, redis_prefix) == [
+        ("Alice", "available"),
+        ("Alice", "away"),
+        ("Alice", "available"),
+    ]
 
 
 def test_a_page_back_within_the_grace_keeps_the_agent_available(
@@ -264,7 +281,7 @@ def test_a_page_back_within_the_grace_keeps_the_agent_available(
     page_open(agent, start + 30_000)
     live_presence.tick(start + 1_000 + GRACE_MS + 1)
     assert presence_of(app, agent.id) == "available"
-    assert announced(redis_client, redis_prefix) == []
+    assert announced(redis_client, redis_prefix) == [("Alice", "available")]
 
 
 def test_the_page_route_makes_its_agent_known(client, agent, app):
@@ -302,7 +319,7 @@ def test_two_workers_racing_announce_each_change_once(
         for worker in workers:
             close_app(worker)
     assert sorted(map(len, changes)) == [0, 0, 0, 1]
-    assert announced(redis_client, redis_prefix) == [("Alice", "away")]
+    assert announced(redis_client, redis_prefix) == [("Alice", "available"), ("Alice", "away")]
 
 
 def test_an_agent_no_longer_active_is_forgotten(

@@ -12,7 +12,6 @@
 --   agents: [{id, name, chosen, chosen_at}] (chosen_at: microseconds, a string),
 --   add: true to add listed agents not known yet (a page of theirs opened, they chose, or a
 --     restore); otherwise only known agents are worked out,
---   announce_added: true to announce an added agent's presence too (they chose it),
 --   forget_others: true to drop agents not listed (the listing is every active agent).
 -- ARGV[2..]: the active calls' ids the caller read, in the zset's order.
 -- Returns {'retry', members now} when the active set changed since the caller read it, else
@@ -80,9 +79,9 @@ local function settle(id, record, dirty)
   if presence ~= old then
     changes[#changes + 1] = id
     changes[#changes + 1] = presence
-    -- An agent added as their page opens (or restored) is listed from the next snapshot on;
-    -- one added by their own choice is announced.
-    if (old or request.announce_added) and request.op ~= 'restore' then
+    -- An agent's first presence is a change too (other pages add them to their list), but a
+    -- restore is quiet: pages take a fresh snapshot after it.
+    if request.op ~= 'restore' then
       local event = {agent = {id = id, name = record.name}, presence = presence,
                      chosen = record.chosen}
       redis.call('XADD', KEYS[4], 'MAXLEN', '~', request.stream_maxlen, '*', 'event',
