@@ -81,6 +81,7 @@ export class Presence {
     const effective = mine ? mine.presence : "available";
     const box = $("presence");
     box.dataset.presence = effective;
+    document.body.dataset.presence = effective;
     const select = $("presence-choice");
     const chosen = mine && mine.chosen ? mine.chosen : effective === "away" ? "away" : "available";
     if (!select.disabled && document.activeElement !== select) select.value = chosen;
