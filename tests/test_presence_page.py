@@ -12,6 +12,8 @@ from .browser import CHROMIUM, CHROMIUM_ARGS, AgentPage, chromium_missing_messag
 from .servers import ready_simulator, running_stack
 
 PASSWORD = "correct horse battery"
+# Like test_page.py's (conftest marks that module by name): `make test-fast` leaves it out.
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
