@@ -158,6 +158,19 @@ def test_choosing_a_presence_needs_an_agent(client, agent):
     assert response.status_code == 401
 
 
+def test_switching_too_often_is_a_429_that_leaves_answering_alone(app, client, agent):
+    app.config["AGENT_ACTIONS_PER_MINUTE"] = 2  # read at each request
+    assert choose(client, agent, {"presence": "away"}).status_code == 200
+    assert choose(client, agent, {"presence": "available"}).status_code == 200
+    response = choose(client, agent, {"presence": "away"})
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) >= 1
+    assert response.get_json()["error"]["message"].startswith("too many presence changes")
+    # Call actions have their own count: a 404 for an unknown call, not a 429.
+    other = client.post("/api/telnyx/calls/v3:nobody/answer", headers=agent.headers)
+    assert other.status_code == 404
+
+
 def test_two_choices_at_once_leave_redis_with_what_postgresql_kept(app, agent, page_open, db_rows):
     page_open(agent)
     start = threading.Barrier(8)
