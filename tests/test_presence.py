@@ -5,12 +5,15 @@ ring timeout acting at once while nobody is available."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+from importlib import resources
 
 import pytest
 
 from telnyx_flask import create_app, presence
+from telnyx_flask.call_status import ANSWERED, ANSWERING
 from telnyx_flask.live_rebuild import ensure_live_state
 from telnyx_flask.push import StreamSettings, event_stream
 from telnyx_flask.ring_timeout import RingTimeouts
@@ -483,3 +486,9 @@ def test_with_no_agent_known_to_presence_calls_ring_the_whole_ring_timeout(
     assert sweeper(app).sweep(now=ringing + 29_000) == []
     assert fake_telnyx.received("reject") == []
     assert sweeper(app).sweep(now=ringing + 31_000) == [CALLER]
+
+
+def test_the_presence_script_spells_the_presences_and_statuses_of_the_python_side():
+    script = resources.files("telnyx_flask").joinpath("lua", "presence.lua").read_text()
+    assert set(re.findall(r"return '(\w+)'", script)) == set(presence.PRESENCES)
+    assert set(re.findall(r"call\[1\] == '(\w+)'", script)) == {ANSWERING, ANSWERED}
