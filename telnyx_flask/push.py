@@ -616,9 +616,10 @@ def _opening(hub: PushHub, last_event_id: str | None) -> Generator[bytes, None, 
 def _snapshot(hub: PushHub) -> tuple[bytes, str]:
     """The snapshot frame and its id (the stream's newest, read with the calls).
 
-    The agents' presence is read after that id: a change made in between is both in the
-    snapshot and, after it, on the stream; each carries the whole presence, so applying it
-    again changes nothing, and no change is missed.
+    The agents' presence is read just after that id: a change made in between is in the
+    snapshot and on the stream after the id too. Each `agent.presence` carries the agent's whole
+    presence, so the page, replaying the stream in order from the id, ends where the newest
+    change left it and misses none.
     """
     snapshot_id, calls = hub.live.stream.snapshot()
     data = {"calls": calls, "agents": presence.live_agents(hub.live)}
