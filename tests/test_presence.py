@@ -224,6 +224,7 @@ def test_answering_puts_the_agent_on_a_call_and_the_end_gives_back_what_they_cho
         ("Alice", "available"),
         ("Bob", "available"),
         ("Alice", "on_call"),
+        ("Alice", "on_call"),  # her choice changed: her other pages show it
         ("Alice", "away"),
     ]
     # Each after what caused it: the claim, then On a call; the end, then Away.

@@ -15,7 +15,8 @@
 --   forget_others: true to drop agents not listed (the listing is every active agent).
 -- ARGV[2..]: the active calls' ids the caller read, in the zset's order.
 -- Returns {'retry', members now} when the active set changed since the caller read it, else
--- {'done', {agent id, presence, ...}} with every agent whose presence changed or who was added.
+-- {'done', {agent id, presence, ...}} with every agent announced: whose presence changed, who
+-- was added, or whose choice changed.
 --
 -- A record: {name, chosen, chosen_at, presence, away_at (ms, a string: set when observe first
 -- finds no page open, to then + away_after_ms; unset while a page is open)}. Effective
@@ -61,7 +62,9 @@ local function effective(id, record)
 end
 
 local changes = {}
-local function settle(id, record, dirty)
+-- `chose` is true when the agent's choice just changed (their other pages show it, even while
+-- On a call hides it).
+local function settle(id, record, dirty, chose)
   local old = record.presence
   local presence = effective(id, record)
   if presence ~= old then
@@ -76,7 +79,7 @@ local function settle(id, record, dirty)
   else
     redis.call('SREM', KEYS[3], id)
   end
-  if presence ~= old then
+  if presence ~= old or chose then
     changes[#changes + 1] = id
     changes[#changes + 1] = presence
     -- An agent's first presence is a change too (other pages add them to their list), but a
@@ -96,7 +99,7 @@ if request.op == 'settle' then
     local id = all[i]
     local record = cjson.decode(all[i + 1])
     if record.presence == 'on_call' or holding[id] then
-      settle(id, record, false)
+      settle(id, record, false, false)
     end
   end
 else
@@ -112,8 +115,10 @@ else
         dirty = true
       end
       -- PostgreSQL's newest choice wins, whichever worker read it first.
+      local chose = false
       if tonumber(agent.chosen_at) >= tonumber(record.chosen_at or '-1')
           and (record.chosen ~= agent.chosen or record.chosen_at ~= agent.chosen_at) then
+        chose = record.chosen ~= agent.chosen
         record.chosen = agent.chosen
         record.chosen_at = agent.chosen_at
         dirty = true
@@ -129,7 +134,7 @@ else
         record.away_at = tostring(now + tonumber(request.away_after_ms))
         dirty = true
       end
-      settle(agent.id, record, dirty)
+      settle(agent.id, record, dirty, chose)
     end
   end
   if request.forget_others then
