@@ -69,6 +69,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         openapi,
         ops,
         outbox,
+        presence,
+        presence_api,
         prospects,
         push,
         rate_limits,
@@ -97,6 +99,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     telnyx_api.init_app(app)
     outbox.init_app(app)
     transfer_api.init_app(app)
+    presence.init_app(app)
     background.init_app(app)
     push.init_app(app)
     rate_limits.init_app(app)
@@ -108,6 +111,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     prospects.init_app(app)
     webhook_intake.init_app(app)
     app.register_blueprint(agent_api.bp)
+    app.register_blueprint(presence_api.bp)
     app.register_blueprint(history.bp)
     app.register_blueprint(caller_context.bp)
     app.register_blueprint(call_notes.bp)

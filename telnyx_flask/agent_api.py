@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from . import auth
+from . import auth, presence
 from .auth import agent_required, current_agent
 from .claims import answer_call, decline_call, end_call, ringing_calls, sip_uri_for
 from .db import get_db
@@ -50,6 +50,7 @@ def events():
         retry_ms=config["SSE_RETRY_MS"],
     )
     slot = get_stream_slots().take(guard.agent_id)
+    presence.page_opened(guard.agent_id)  # known from now on, and not away for want of a page
     # Handed to gunicorn as it is (direct_passthrough), without werkzeug's two wrapper layers,
     # which every waiting stream would keep (docs/bench/stream-memory.md). A body that never
     # starts (the client left at once) skips the stream's own release: closing it releases too.

@@ -6,6 +6,7 @@ with the first request a process serves under another server.
 - outbox: deliver the commands owed to Telnyx (every second, and at once when nudged);
 - silent calls: ask Telnyx about calls with no webhook for too long (every 30 s);
 - transfer offers: close those nobody answered within TRANSFER_RING_SECONDS (every second).
+- presence: work out every agent's presence (their choice, pages and calls), every second.
 
 Every worker runs all of them; atomic claims, row leases and a Redis lock decide who acts.
 Under gevent the threads are greenlets.
@@ -25,6 +26,7 @@ from .errors import StorageUnavailable
 from .live_calls import LiveCalls
 from .live_rebuild import ensure_live_state
 from .outbox import Outbox, run_delivery
+from .presence import LivePresence
 from .reconcile import SilentCalls
 from .ring_timeout import RingTimeouts
 from .transfer_offers import TransferOffers
@@ -48,6 +50,7 @@ class BackgroundWork:
         silent_calls: SilentCalls,
         silent_check_seconds: float,
         transfer_offers: TransferOffers,
+        presence: LivePresence,
     ):
         self.db = db
         self.live = live
@@ -56,6 +59,7 @@ class BackgroundWork:
         self.silent_calls = silent_calls
         self.silent_check_seconds = silent_check_seconds
         self.transfer_offers = transfer_offers
+        self.presence = presence
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pid: int | None = None
@@ -78,6 +82,7 @@ class BackgroundWork:
                     "silent-calls", self._every(self.silent_check_seconds, self.silent_calls.check)
                 ),
                 self._spawn("transfer-expiry", self._every(TICK_SECONDS, self._expire_transfers)),
+                self._spawn("presence", self._every(TICK_SECONDS, self.presence.tick)),
             ]
 
     def stop(self, wait: bool = True) -> None:
@@ -149,6 +154,7 @@ def init_app(app: Flask) -> None:
         silent_calls,
         config["SILENT_CALL_CHECK_SECONDS"],
         app.extensions["transfer_offers"],
+        app.extensions["presence"],
     )
     app.extensions["ring_timeouts"] = ring_timeouts
     app.extensions["silent_calls"] = silent_calls

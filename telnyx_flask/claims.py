@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import metrics
+from . import metrics, presence
 from .call_records import record_agent_action
 from .call_status import ANSWERED, ANSWERING, ENDED, RINGING
 from .circuit_breaker import TelnyxUnavailable
@@ -144,7 +144,10 @@ def renew(
 
 def give_back(live: LiveCalls, call_control_id: str, claimant: Claimant, reason: str) -> bool:
     """Let the call ring again (answering -> ringing) if the claimant still holds it."""
-    return live.release_call(call_control_id, claimant.id, reason)
+    released = live.release_call(call_control_id, claimant.id, reason)
+    if released:
+        presence.settle(live)  # an agent who had it is no longer on a call
+    return released
 
 
 def release_stale_claims(
@@ -158,6 +161,8 @@ def release_stale_claims(
             continue
         if live.release_call(call_control_id, claimer, "claim went stale"):
             released.append(call_control_id)
+    if released:
+        presence.settle(live)
     return released
 
 
@@ -286,6 +291,7 @@ def answer_call(
     deadline = time.monotonic() + deadline_seconds
     _check_breaker(telnyx)
     held = _take(live, call_control_id, agent, "answer")
+    presence.settle(live)  # the agent is on a call from the claim on
     if held != ANSWERED:
         # Telnyx requires an incoming call to be answered before it can be transferred.
         _first_command(

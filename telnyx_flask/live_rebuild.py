@@ -4,8 +4,9 @@ Redis may lose everything: a restart without persistence, a failover that loses 
 eviction. A generation marker key says the live state was built, and on which Redis (its
 replication id, which a failover changes); whoever finds it missing or from another Redis (each
 worker's background loop, every second, and /readyz) rebuilds the state of every call that is
-not over from `inbound_calls`, under a lock so that one process does it, then writes a new
-marker and a `reset` to the event stream, which makes every page take a fresh snapshot.
+not over from `inbound_calls` and every agent's presence from `users`, under a lock so that one
+process does it, then writes a new marker and a `reset` to the event stream, which makes every
+page take a fresh snapshot.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from . import metrics
+from . import metrics, presence
 from .db import Database
 from .live_calls import LiveCalls
 
@@ -45,6 +46,8 @@ def ensure_live_state(db: Database, live: LiveCalls) -> int | None:
         # from then. A newer state already in Redis (a webhook since the loss) wins.
         claimed_by = (agent_id, agent_name or "") if agent_id else None
         live.apply_call_state(call, arrived_ms=arrived_ms, claimed_by=claimed_by, quiet=True)
+    # What each agent chose, and who is on one of the calls just restored.
+    presence.restore(live, presence.active_agents(db))
     # Marked with the Redis it was built on: after a failover the marker no longer matches.
     live.finish_rebuild(token, f"{uuid.uuid4().hex} {replid}", REBUILT_REASON)
     metrics.LIVE_REBUILDS.inc()

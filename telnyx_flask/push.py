@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from flask import Flask, current_app
 
-from . import metrics
+from . import metrics, presence
 from .errors import StorageUnavailable
 from .event_stream import CATCH_UP_PAGE, parse_stream_id
 from .live_calls import LiveCalls
@@ -614,9 +614,16 @@ def _opening(hub: PushHub, last_event_id: str | None) -> Generator[bytes, None, 
 
 
 def _snapshot(hub: PushHub) -> tuple[bytes, str]:
-    """The snapshot frame and its id (the stream's newest, read with the calls)."""
+    """The snapshot frame and its id (the stream's newest, read with the calls).
+
+    The agents' presence is read just after that id: a change made in between is in the
+    snapshot and on the stream after the id too. Each `agent.presence` carries the agent's whole
+    presence, so the page, replaying the stream in order from the id, ends where the newest
+    change left it and misses none.
+    """
     snapshot_id, calls = hub.live.stream.snapshot()
-    return Message.build(snapshot_id, SNAPSHOT, json.dumps({"calls": calls})).wire, snapshot_id
+    data = {"calls": calls, "agents": presence.live_agents(hub.live)}
+    return Message.build(snapshot_id, SNAPSHOT, json.dumps(data)).wire, snapshot_id
 
 
 def _deliver(

@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Any
 
+from . import presence
 from .call_records import end_call_inferred
 from .circuit_breaker import TelnyxUnavailable
 from .db import Database
@@ -58,6 +59,7 @@ def end_gone_call(
     changed, call = end_call_inferred(db, call_control_id, cause, source)
     if call is not None:  # None only for a call never recorded, which nothing changed
         live.apply_call_state(call)
+        presence.settle(live)  # whoever had it is no longer on a call
         if changed:
             log.warning(
                 "call ended here because Telnyx says it is over (%s); outcome %s",

@@ -183,18 +183,20 @@ def run_over_members(
     set_key: str,
     keys: RedisKeys,
     extra_keys: tuple[str, ...] = (),
+    leading_args: tuple[str, ...] = (),
 ) -> list[Any]:
     """Run a script over every member of a sorted set of calls, with each call's hash in KEYS.
 
     A script may touch only the keys it is given, so the members are read first; the script
     answers {'retry', members now} when the set changed since, and runs again with those.
-    Returns the rest of the script's reply after its leading word.
+    ARGV is `leading_args`, then the members. Returns the rest of the script's reply after its
+    leading word.
     """
     members = [text(member) for member in client.zrange(set_key, 0, -1)]
     for _ in range(MEMBER_READS):
         reply = script(
             keys=[set_key, *extra_keys, *(keys.call(member) for member in members)],
-            args=members,
+            args=[*leading_args, *members],
         )
         if text(reply[0]) != "retry":
             return reply[1:]
@@ -254,6 +256,16 @@ class RedisKeys:
     def agent_streams(self, agent_id: str) -> str:
         """Sorted set of one agent's open event streams, scored by when each slot lapses (ms)."""
         return f"{self.prefix}sse:streams:{agent_id}"
+
+    @property
+    def presence(self) -> str:
+        """Hash of every known agent's presence record (JSON), keyed by agent id."""
+        return f"{self.prefix}presence:agents"
+
+    @property
+    def available_agents(self) -> str:
+        """Set of the agents whose presence is available now (the ring timeout's quick look)."""
+        return f"{self.prefix}presence:available"
 
     def rate_limit(self, action: str, agent_id: str) -> str:
         """Counter of one agent's costly requests of one kind in the current window."""

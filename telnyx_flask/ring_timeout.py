@@ -1,5 +1,5 @@
 """Ring timeout: a call nobody takes within RING_TIMEOUT_SECONDS goes to voicemail (VOICEMAIL on)
-or is rejected, exactly once."""
+or is rejected, exactly once; at once while no agent is available (presence.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from . import metrics
 from .claims import claim, give_back, now_ms, release_stale_claims, renew
 from .live_calls import LiveCalls
 from .outbox import REFUSED, SENT, Outbox
+from .presence import nobody_available
 from .voicemail import start_voicemail
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,14 @@ class RingTimeouts:
 
     def sweep(self, now: int | None = None) -> list[str]:
         """Time out calls that rang too long and give back stale claims; return those that went
-        to voicemail or were rejected."""
+        to voicemail or were rejected.
+
+        While agents are known and none is available, every ringing call has rung too long.
+        """
         now = now_ms() if now is None else now
         timed_out = []
-        for call_control_id in self.live.ringing_longer_than(now - self.timeout_ms):
+        rang_since = now if nobody_available(self.live) else now - self.timeout_ms
+        for call_control_id in self.live.ringing_longer_than(rang_since):
             taken = claim(self.live, call_control_id, self.claimant, self.claim_action, now)
             if taken.result != "claimed":
                 continue  # another worker (or an agent) got there first, or it was an orphan

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from flask import Blueprint, Flask, Request, current_app, jsonify, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
-from . import metrics
+from . import metrics, presence
 from .call_records import RecordedEvent, record_events
 from .db import Database, get_db
 from .errors import ApiError, PayloadTooLarge, StorageUnavailable
@@ -114,6 +114,8 @@ def apply_events(
                 outcomes[i] = announced
             else:
                 outcomes[i] = AppliedEvent(result, tuple(announced))
+        if any(isinstance(a, list) and "call.ended" in a for a in applied):
+            presence.settle(live)  # whoever had an ended call is no longer on it
     finished = [outcome for outcome in outcomes if outcome is not None]
     if len(finished) != len(batch):
         raise RuntimeError(f"{len(batch) - len(finished)} event(s) of a batch got no outcome")

@@ -23,6 +23,7 @@ import {
 import { BrowserPhone, sipHeader } from "./phone.js";
 import { Transfers } from "./transfer.js";
 import { decorateVoicemailRow, forgetVoicemail, voicemailEvent } from "./voicemail.js";
+import { Presence } from "./presence.js";
 
 const $ = (id) => document.getElementById(id);
 // How long a card taken by someone else stays, saying who took it.
@@ -58,6 +59,7 @@ const ringtone = new Ringtone();
 const notifier = new Notifier();
 const title = new TitleFlasher();
 let phone = null;
+const presence = new Presence({ onChange: () => render() });
 // One event stream per browser, shared by this agent's tabs (shared_stream.js).
 const live = new SharedLiveEvents({
   url: "/api/telnyx/events",
@@ -140,6 +142,7 @@ async function signedIn(user) {
   const sameAgent = state.me !== null && state.me.id === user.id;
   if (!sameAgent) forgetEverything();
   state.me = user;
+  presence.start(user);
   $("agent-name").textContent = user.name;
   $("account").hidden = false;
   $("workspace").hidden = false;
@@ -161,6 +164,7 @@ async function signedIn(user) {
 
 function forgetEverything() {
   live.stop({ forget: true });
+  presence.reset();
   if (phone) phone.stop();
   phone = null;
   state.calls.clear();
@@ -283,7 +287,10 @@ function showRouting(phoneDetail) {
 function handleEvent(type, data) {
   if (!data && type !== "reset") return;
   voicemailEvent(type, data);
+  presence.handleEvent(type, data);
   switch (type) {
+    case "agent.presence":
+      break;
     case "reset":
       // The snapshot that follows is the truth for live calls; events missed meanwhile may
       // include calls that were logged, so the history is fetched again too.
@@ -441,9 +448,12 @@ function render() {
   const waiting = calls.filter((call) => call.status === "ringing");
   $("ringing-count").textContent = waiting.length ? `(${waiting.length})` : "";
   $("no-calls").hidden = calls.length > 0;
-  // Every tab shows the call and flashes its title; one of them (live.ringsHere) plays the sound.
-  ringtone.ring(((waiting.length > 0 && state.activeId === null) || offered > 0) && live.ringsHere);
-  if (waiting.length) {
+  // Only an available agent's page rings; the others show the calls quietly. Every tab shows
+  // the call and flashes its title; one of them (live.ringsHere) plays the sound.
+  const rings = presence.rings && state.activeId === null;
+  ringtone.ring(((waiting.length > 0 && rings) || offered > 0) && live.ringsHere);
+  presence.render(waiting.length);
+  if (waiting.length && rings) {
     title.flash(waiting.length === 1 ? "📞 Incoming call" : `📞 ${waiting.length} incoming calls`);
     for (const call of waiting) {
       notifier.show(call.call_control_id, "Incoming call", `${callerName(call)} is calling`);
@@ -453,6 +463,7 @@ function render() {
   } else {
     title.stop();
   }
+  if (!rings) notifier.keepOnly(new Set());
   showConnection(live.state);
   if (phone) phone.recheck();
 }
@@ -824,6 +835,7 @@ function bindControls() {
   $("load-more").addEventListener("click", loadHistory);
   $("simulate").addEventListener("click", simulateCall);
   initNotes({ onFilterChange: reloadHistory, say: announce });
+  presence.bind();
   const notify = $("notify");
   notify.hidden = !notifier.canAsk;
   notify.addEventListener("click", async () => {
