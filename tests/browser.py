@@ -103,3 +103,11 @@ def save_screenshot(page: Page, name: str) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path))
     return path
+
+
+def signed_in(pages, agent, url: str | None = None) -> AgentPage:
+    """A new page (conftest's `pages`) signed in as `agent` (made by make_agent)."""
+    page = pages(url)
+    page.sign_in(agent.email, agent.password)
+    page.signed_in_as(agent.name)
+    return page

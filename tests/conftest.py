@@ -17,6 +17,7 @@ import psycopg2
 import psycopg2.errors
 import pytest
 import redis
+from playwright.sync_api import Browser, sync_playwright
 
 from telnyx_flask import create_app
 from telnyx_flask.auth import issue_token
@@ -24,8 +25,10 @@ from telnyx_flask.embedded import Embedded, reachable, start_postgres, start_red
 from telnyx_flask.users import Agent, create_user
 
 from . import helpers
+from .browser import CHROMIUM, CHROMIUM_ARGS, AgentPage, chromium_missing_message
 from .fake_telnyx import FakeTelnyx
 from .helpers import (
+    AGENT_PASSWORD,
     TABLES,
     TestAgent,
     app_settings,
@@ -35,6 +38,7 @@ from .helpers import (
     signed_headers,
     throwaway_database,
 )
+from .servers import ready_simulator
 from .tcp_proxy import TcpProxy, through_proxy
 
 SERVICES: list[str] = []
@@ -87,7 +91,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if module is None:
             continue
         name = module.__name__.rsplit(".", 1)[-1]
-        if name == "test_page":
+        if "browser" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.browser)
         if name == "test_make_run":
             item.add_marker(pytest.mark.slow)
@@ -238,7 +242,7 @@ def make_agent(app):
     def make(
         name: str | None = None,
         sip_username: str | None = "default",
-        password: str = "correct horse battery",
+        password: str = AGENT_PASSWORD,
     ) -> TestAgent:
         n = next(counter)
         name = name or f"Agent {n}"
@@ -256,3 +260,45 @@ def make_agent(app):
 def agent(make_agent) -> TestAgent:
     """One agent, Alice."""
     return make_agent("Alice", sip_username="agentalice")
+
+
+# --- the page in Chromium: each page-test module brings its own `stack` (running_stack) --------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, for one module's page tests (which are marked browser)."""
+    assert os.path.exists(CHROMIUM), chromium_missing_message()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def base_url(stack) -> str:
+    """Where the module's gunicorn serves the page."""
+    return stack[1].url
+
+
+@pytest.fixture
+def sim(stack, clean_storage):
+    """The module's Telnyx simulator, reset, with the test's storage emptied."""
+    return ready_simulator(stack)
+
+
+@pytest.fixture
+def pages(browser, base_url):
+    """Open agent pages; each must end the test without a JavaScript error."""
+    opened: list[AgentPage] = []
+
+    def open_page(url: str | None = None, **size) -> AgentPage:
+        page = AgentPage.open(browser, url or base_url, **size)
+        opened.append(page)
+        return page
+
+    yield open_page
+    for page in opened:
+        page.close()
+    for page in opened:
+        assert page.errors == [], page.errors

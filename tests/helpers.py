@@ -128,6 +128,10 @@ def close_app(app) -> None:
     app.extensions["live"].client.close()
 
 
+# The password make_agent gives agents, which the page tests sign in with.
+AGENT_PASSWORD = "correct horse battery"
+
+
 @dataclass(frozen=True)
 class TestAgent:
     """An agent account made for a test, with its bearer-token headers."""

@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 
 import psycopg2
 import pytest
 import requests
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from .browser import CHROMIUM, CHROMIUM_ARGS, AgentPage, chromium_missing_message, save_screenshot
+from .browser import AgentPage, save_screenshot, signed_in
 from .servers import Gunicorn, ready_simulator, running_stack
-
-PASSWORD = "correct horse battery"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert os.path.exists(CHROMIUM), chromium_missing_message()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -42,46 +30,12 @@ def stack(database_url, redis_prefix):
         yield stack
 
 
-@pytest.fixture
-def sim(stack, clean_storage):
-    return ready_simulator(stack)
-
-
-@pytest.fixture
-def base_url(stack):
-    return stack[1].url
-
-
-@pytest.fixture
-def pages(browser, base_url):
-    """Open agent pages; each must end the test without a JavaScript error."""
-    opened: list[AgentPage] = []
-
-    def open_page(url: str | None = None, **size) -> AgentPage:
-        page = AgentPage.open(browser, url or base_url, **size)
-        opened.append(page)
-        return page
-
-    yield open_page
-    for page in opened:
-        page.close()
-    for page in opened:
-        assert page.errors == [], page.errors
-
-
 def add_prospect(database_url: str, name: str, phone_number: str) -> None:
     with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO prospects (name, phone_number) VALUES (%s, %s)", (name, phone_number)
         )
     conn.close()
-
-
-def signed_in(pages, agent, url: str | None = None) -> AgentPage:
-    page = pages(url)
-    page.sign_in(agent.email, PASSWORD)
-    page.signed_in_as(agent.name)
-    return page
 
 
 def test_a_call_rings_on_both_pages_one_agent_answers_and_both_see_it_in_history(
@@ -260,7 +214,7 @@ def test_an_expired_session_brings_back_the_form_without_losing_the_page(sim, pa
     expect(page.page.locator("#sign-in-reason")).to_contain_text("Your session has expired")
     expect(page.card(call)).to_be_visible()  # the page kept its place
     assert sim.commands("answer", call) == []
-    page.sign_in(alice.email, PASSWORD)
+    page.sign_in(alice.email, alice.password)
     page.signed_in_as("Alice")
     page.card(call).get_by_role("button", name="Answer call from +1 (312) 555-0147").click()
     expect(page.page.locator("#active .who")).to_have_text("+1 (312) 555-0147")
@@ -311,7 +265,7 @@ def test_keyboard_only_at_360_px_wide(sim, pages, make_agent):
     expect(page.page.get_by_label("Email")).to_be_focused()
     keyboard.type(alice.email)
     keyboard.press("Tab")
-    keyboard.type(PASSWORD)
+    keyboard.type(alice.password)
     keyboard.press("Enter")
     page.signed_in_as("Alice")
     call = sim.call(from_="+13125550147")
@@ -382,7 +336,7 @@ def test_a_hidden_tab_gets_a_desktop_notification(sim, pages, make_agent, base_u
         """
     )
     page.page.reload()
-    page.sign_in(alice.email, PASSWORD)
+    page.sign_in(alice.email, alice.password)
     page.signed_in_as("Alice")
     call = sim.call(from_="+13125550147")
     expect(page.card(call)).to_be_visible()
@@ -465,7 +419,7 @@ def browser_phone_page(pages, make_agent, app, name="Alice", credential="cred-al
         "**/vendor/telnyx-webrtc.mjs",
         lambda route: route.fulfill(body=FAKE_WEBRTC_SDK, content_type="text/javascript"),
     )
-    page.sign_in(agent.email, PASSWORD)
+    page.sign_in(agent.email, agent.password)
     page.signed_in_as(name)
     return page
 

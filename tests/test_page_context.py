@@ -3,30 +3,16 @@ gunicorn, real PostgreSQL and Redis, and the Telnyx simulator."""
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 
 import psycopg2
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from .browser import CHROMIUM, CHROMIUM_ARGS, AgentPage, chromium_missing_message, save_screenshot
-from .servers import ready_simulator, running_stack
-
-# conftest marks test_page's tests by name; this module drives Chromium too.
-pytestmark = pytest.mark.browser
+from .browser import save_screenshot, signed_in
+from .servers import running_stack
 
 NUMBER = "+13125550147"
-PASSWORD = "correct horse battery"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert os.path.exists(CHROMIUM), chromium_missing_message()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -40,35 +26,6 @@ def stack(database_url, redis_prefix):
         GUNICORN_GRACEFUL_TIMEOUT="3",
     ) as stack:
         yield stack
-
-
-@pytest.fixture
-def sim(stack, clean_storage):
-    return ready_simulator(stack)
-
-
-@pytest.fixture
-def pages(browser, stack):
-    """Open agent pages; each must end the test without a JavaScript error."""
-    opened: list[AgentPage] = []
-
-    def open_page() -> AgentPage:
-        page = AgentPage.open(browser, stack[1].url)
-        opened.append(page)
-        return page
-
-    yield open_page
-    for page in opened:
-        page.close()
-    for page in opened:
-        assert page.errors == [], page.errors
-
-
-def signed_in(pages, agent) -> AgentPage:
-    page = pages()
-    page.sign_in(agent.email, PASSWORD)
-    page.signed_in_as(agent.name)
-    return page
 
 
 def run_sql(database_url: str, sql: str, params: tuple = ()) -> None:

@@ -3,28 +3,21 @@ real headless Chromium against gunicorn, real PostgreSQL and Redis, and the Teln
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 import requests
-from playwright.sync_api import Browser, BrowserContext, expect, sync_playwright
+from playwright.sync_api import BrowserContext, expect
 
 from telnyx_flask.redis_store import RedisKeys
 
 from .browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     TRACK_EVENT_SOURCES,
     AgentPage,
-    chromium_missing_message,
 )
 from .helpers import wait_until
-from .servers import ready_simulator, running_stack
+from .servers import running_stack
 
-pytestmark = pytest.mark.browser
-
-PASSWORD = "correct horse battery"
 # Notes, in each tab, when each call's card first appeared (ms since the epoch, sub-ms precise).
 RECORD_CARDS = """() => {
   window.__cardSeenAt = {};
@@ -44,15 +37,6 @@ OPEN_EVENT_SOURCES = "() => window.__eventSources.filter((source) => source.read
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert os.path.exists(CHROMIUM), chromium_missing_message()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture(scope="module")
 def stack(database_url, redis_prefix):
     # A closed tab's stream is noticed at the server's next write: a heartbeat every second.
     with running_stack(
@@ -65,16 +49,6 @@ def stack(database_url, redis_prefix):
         GUNICORN_GRACEFUL_TIMEOUT="3",
     ) as stack:
         yield stack
-
-
-@pytest.fixture
-def base_url(stack):
-    return stack[1].url
-
-
-@pytest.fixture
-def sim(stack, clean_storage):
-    return ready_simulator(stack)
 
 
 @pytest.fixture
@@ -123,7 +97,7 @@ def test_eight_tabs_ring_within_a_second_on_one_stream_and_stay_in_step(
     context, tabs = one_browser
     alice = make_agent("Alice", sip_username="alice")
     first = open_tab(context, tabs)
-    first.sign_in(alice.email, PASSWORD)
+    first.sign_in(alice.email, alice.password)
     first.signed_in_as("Alice")
     for _ in range(7):  # signed in already: the cookie is the browser's
         open_tab(context, tabs).signed_in_as("Alice")
@@ -169,7 +143,7 @@ def test_eight_tabs_ring_within_a_second_on_one_stream_and_stay_in_step(
     wait_until(lambda: redis_client.zcard(streams) == 0, timeout=10, what="no stream for Alice")
     assert open_streams(tabs) == 0
 
-    tabs[6].sign_in(alice.email, PASSWORD)
+    tabs[6].sign_in(alice.email, alice.password)
     for tab in tabs:
         tab.signed_in_as("Alice")
     assert sorted(roles(tabs)) == ["follower"] * 7 + ["leader"]
@@ -187,7 +161,7 @@ def test_closing_the_leader_tab_loses_no_event_and_a_refused_stream_reaches_ever
     context, tabs = one_browser
     alice = make_agent("Alice", sip_username="alice")
     leader = open_tab(context, tabs)
-    leader.sign_in(alice.email, PASSWORD)
+    leader.sign_in(alice.email, alice.password)
     leader.signed_in_as("Alice")
     earlier = sim.call(from_="+13125550101")
     expect(leader.card(earlier)).to_be_visible()

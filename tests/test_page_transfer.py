@@ -6,21 +6,9 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from . import test_page
-from .browser import save_screenshot
+from .browser import save_screenshot, signed_in
 from .servers import running_stack
-from .test_page import signed_in
 
-# Chromium against gunicorn: not part of `make test-fast`.
-pytestmark = pytest.mark.browser
-
-# test_page.py's browser and pages; a stack of this module's own, whose offers expire soon.
-browser, sim, base_url, pages = (
-    test_page.browser,
-    test_page.sim,
-    test_page.base_url,
-    test_page.pages,
-)
 RING_SECONDS = 5
 
 

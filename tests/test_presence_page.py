@@ -3,26 +3,11 @@ PostgreSQL and Redis, and the Telnyx simulator: only available agents' pages rin
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from .browser import CHROMIUM, CHROMIUM_ARGS, AgentPage, chromium_missing_message, save_screenshot
-from .servers import ready_simulator, running_stack
-
-PASSWORD = "correct horse battery"
-# Like test_page.py's (conftest marks that module by name): `make test-fast` leaves it out.
-pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert os.path.exists(CHROMIUM), chromium_missing_message()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+from .browser import AgentPage, save_screenshot, signed_in
+from .servers import running_stack
 
 
 @pytest.fixture(scope="module")
@@ -36,35 +21,6 @@ def stack(database_url, redis_prefix):
         GUNICORN_GRACEFUL_TIMEOUT="3",
     ) as stack:
         yield stack
-
-
-@pytest.fixture
-def sim(stack, clean_storage):
-    return ready_simulator(stack)
-
-
-@pytest.fixture
-def pages(browser, stack):
-    """Open agent pages; each must end the test without a JavaScript error."""
-    opened: list[AgentPage] = []
-
-    def open_page() -> AgentPage:
-        page = AgentPage.open(browser, stack[1].url)
-        opened.append(page)
-        return page
-
-    yield open_page
-    for page in opened:
-        page.close()
-    for page in opened:
-        assert page.errors == [], page.errors
-
-
-def signed_in(pages, agent) -> AgentPage:
-    page = pages()
-    page.sign_in(agent.email, PASSWORD)
-    page.signed_in_as(agent.name)
-    return page
 
 
 def team_member(page: AgentPage, agent_id: str):

@@ -3,17 +3,14 @@ real PostgreSQL and Redis, and two agents' pages in headless Chromium."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import requests
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from .browser import CHROMIUM, CHROMIUM_ARGS, AgentPage, chromium_missing_message, save_screenshot
+from .browser import AgentPage, save_screenshot
 from .helpers import wait_until
-from .servers import ready_simulator, running_stack
+from .servers import running_stack
 
-PASSWORD = "correct horse battery"
 MAX_SECONDS = 5  # the shortest VOICEMAIL_MAX_SECONDS allowed
 
 
@@ -30,20 +27,6 @@ def stack(database_url, redis_prefix):
         GUNICORN_GRACEFUL_TIMEOUT="3",
     ) as stack:
         yield stack
-
-
-@pytest.fixture
-def sim(stack, clean_storage):
-    return ready_simulator(stack)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert os.path.exists(CHROMIUM), chromium_missing_message()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def logged_call(stack, agent, call_control_id):
@@ -94,7 +77,7 @@ def test_a_voicemail_is_unheard_on_every_page_until_one_agent_plays_it_to_the_en
     pages = [AgentPage.open(browser, stack[1].url) for _ in (alice, bob)]
     try:
         for page, agent in zip(pages, (alice, bob), strict=True):
-            page.sign_in(agent.email, PASSWORD)
+            page.sign_in(agent.email, agent.password)
             page.signed_in_as(agent.name)
             expect(page.page.locator("#unheard-voicemails")).to_be_hidden()
         page_a, page_b = pages
