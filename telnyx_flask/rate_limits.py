@@ -70,7 +70,7 @@ def _window(seconds: int) -> str:
 
 
 def agent_actions_limit() -> Limit:
-    """Answer, decline and end together (AGENT_ACTIONS_PER_MINUTE)."""
+    """Answer, decline, end and the transfer actions together (AGENT_ACTIONS_PER_MINUTE)."""
     per_minute = current_app.config["AGENT_ACTIONS_PER_MINUTE"]
     return Limit("actions", per_minute, 60, "call actions (answer, decline, end)")
 

@@ -42,6 +42,9 @@ WEBRTC_TOKEN_SECONDS = 24 * 3600
 DEFAULT_SIMULATED_FROM = "+13125550147"
 DEFAULT_SIMULATED_TO = "+14155550123"
 SIMULATOR_TIMEOUT_SECONDS = 5
+# A simulated caller who reaches voicemail leaves a message this long, then hangs up (rather
+# than talking to the recording until VOICEMAIL_MAX_SECONDS).
+SIMULATED_MESSAGE_SECONDS = 5
 
 
 class NotConfigured(ApiError):
@@ -207,7 +210,7 @@ def simulate_call():
     try:
         reply = requests.post(
             f"{base}/sim/calls",
-            json={"from": caller, "to": called},
+            json={"from": caller, "to": called, "message_seconds": SIMULATED_MESSAGE_SECONDS},
             timeout=SIMULATOR_TIMEOUT_SECONDS,
         )
         reply.raise_for_status()

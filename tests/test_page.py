@@ -12,6 +12,8 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+from telnyx_flask.softphone import SIMULATED_MESSAGE_SECONDS
+
 from .browser import AgentPage, save_screenshot, signed_in
 from .servers import Gunicorn, ready_simulator, running_stack
 
@@ -365,6 +367,10 @@ def test_the_simulator_button_makes_a_call_ring(
     expect(page.page.locator("#simulate-result")).to_have_text("Calling from +1 (312) 555-0147…")
     expect(page.page.locator("#ringing li")).to_have_count(1)
     assert len(sim.commands()) == 0  # nothing was answered: the call just rings
+    # Should nobody take it, the simulated caller leaves a short voicemail and hangs up.
+    [call] = sim.http.get(f"{sim.url}/sim/calls", timeout=5).json()["data"]
+    [caller_leg] = call["legs"]
+    assert caller_leg["message_seconds"] == SIMULATED_MESSAGE_SECONDS
 
 
 def test_load_more_pages_through_the_history(sim, pages, make_agent, db_rows):
