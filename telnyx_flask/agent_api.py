@@ -6,6 +6,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from . import auth, presence
 from .auth import agent_required, current_agent
+from .call_status import checked_call_control_id
 from .claims import answer_call, decline_call, end_call, ringing_calls, sip_uri_for
 from .db import get_db
 from .errors import ApiError
@@ -17,14 +18,6 @@ from .request_body import json_object
 from .telnyx_api import get_telnyx
 
 bp = Blueprint("agent_api", __name__)
-
-MAX_CALL_CONTROL_ID = 256
-
-
-def _call_control_id(value: str) -> str:
-    if not value or len(value) > MAX_CALL_CONTROL_ID or not value.isprintable():
-        raise ApiError("call_control_id is malformed", code="invalid_call_control_id")
-    return value
 
 
 @bp.get("/api/telnyx/calls/pending")
@@ -78,7 +71,7 @@ def answer(call_control_id: str):
         get_live(),
         get_telnyx(),
         agent,
-        _call_control_id(call_control_id),
+        checked_call_control_id(call_control_id),
         sip_uri,
         config["TELNYX_ACTION_DEADLINE_SECONDS"],
     )
@@ -98,7 +91,7 @@ def decline(call_control_id: str):
         get_live(),
         get_telnyx(),
         current_agent(),
-        _call_control_id(call_control_id),
+        checked_call_control_id(call_control_id),
         cause,
         current_app.config["TELNYX_ACTION_DEADLINE_SECONDS"],
     )
@@ -115,7 +108,7 @@ def end(call_control_id: str):
         get_live(),
         get_telnyx(),
         current_agent(),
-        _call_control_id(call_control_id),
+        checked_call_control_id(call_control_id),
         current_app.config["TELNYX_ACTION_DEADLINE_SECONDS"],
     )
     return jsonify({"success": True, **result})

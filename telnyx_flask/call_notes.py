@@ -15,6 +15,8 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 
 from .auth import agent_required, current_agent
+from .call_status import checked_call_control_id
+from .claims import NotYourCall
 from .db import get_db
 from .errors import ApiError, CallNotFound, StorageUnavailable
 from .history import call_by_id
@@ -26,7 +28,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("call_notes", __name__)
 
 FIELDS = ("note", "disposition")
-MAX_CALL_CONTROL_ID = 256
 
 # One statement: write the row if this agent had the call, and say why not otherwise (no log
 # row yet: is the call known at all?). Later saves replace earlier ones, noted_at included.
@@ -80,13 +81,6 @@ class InvalidDisposition(ApiError):
 
     def details(self) -> dict[str, Any]:
         return {"dispositions": list(self.allowed)}
-
-
-class NotYourCall(ApiError):
-    """Only the agent who had the call may leave its note."""
-
-    status = 403
-    code = "not_your_call"
 
 
 class CallNotEnded(ApiError):
@@ -164,8 +158,7 @@ def announce_noted(call_control_id: str, disposition: str | None) -> None:
 @agent_required
 def put_notes(call_control_id: str):
     """Leave (or replace) the note and disposition of a call this agent had."""
-    if len(call_control_id) > MAX_CALL_CONTROL_ID or not call_control_id.isprintable():
-        raise ApiError("call_control_id is malformed", code="invalid_call_control_id")
+    checked_call_control_id(call_control_id)
     config = current_app.config
     note = parse_note(json_object(), config["CALL_DISPOSITIONS"], config["CALL_NOTE_MAX_CHARS"])
     write_note(call_control_id, current_agent().id, note)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import ApiError
 from .redis_store import text
 
 RINGING, ANSWERING, ANSWERED, ENDED = "ringing", "answering", "answered", "ended"
+# The longest call id a URL may carry (Telnyx's call_control_ids are about 70 characters).
+MAX_CALL_ID_LENGTH = 256
 STATUS_RANK = {RINGING: 1, ANSWERING: 2, ANSWERED: 3, ENDED: 4}
 
 # The call fields kept live, in the names the page and /calls/pending use.
@@ -92,3 +95,10 @@ def transfer_offer(fields: dict[str, str]) -> dict[str, Any] | None:
         "to_agent": {"id": to_id, "name": fields.get("transfer_to_name")},
         "expires_at": fields.get("transfer_expires_at"),
     }
+
+
+def checked_call_control_id(value: str) -> str:
+    """A call_control_id from a URL, or a 400 when it cannot be one."""
+    if not value or len(value) > MAX_CALL_ID_LENGTH or not value.isprintable():
+        raise ApiError("call_control_id is malformed", code="invalid_call_control_id")
+    return value

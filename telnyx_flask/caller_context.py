@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from .auth import agent_required
+from .call_status import checked_call_control_id
 from .db import get_db
 from .errors import ApiError, CallNotFound
 from .live_calls import get_live
@@ -22,7 +23,6 @@ from .phone_numbers import normalise_phone
 
 bp = Blueprint("caller_context", __name__)
 
-MAX_CALL_CONTROL_ID = 256
 # Past this many the card says "1000+ calls before": counting stops there, so an auto-dialler's
 # ten thousand calls cost what a regular's thousand do.
 CALLS_BEFORE_CAP = 1000
@@ -166,8 +166,7 @@ def caller_number(call_control_id: str) -> str | None:
 @agent_required
 def call_context(call_control_id: str):
     """The caller's context for a ringing (or any known) call."""
-    if len(call_control_id) > MAX_CALL_CONTROL_ID or not call_control_id.isprintable():
-        raise ApiError("call_control_id is malformed", code="invalid_call_control_id")
+    checked_call_control_id(call_control_id)
     number = caller_number(call_control_id)
     if number is None:
         raise CallNotFound("no call with that call_control_id, or its caller gave no number")

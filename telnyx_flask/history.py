@@ -20,6 +20,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 
 from .auth import agent_required
+from .call_status import MAX_CALL_ID_LENGTH
 from .db import get_db
 from .errors import ApiError, CallNotFound
 from .phone_numbers import normalise_phone
@@ -42,7 +43,6 @@ PARAMETERS = (
     "disposition",
 )
 MAX_CURSOR_LENGTH = 200
-MAX_CALL_ID_LENGTH = 256
 LIMIT = re.compile(r"[0-9]{1,3}")
 # No time zone is further from UTC than Kiribati's +14:00; PostgreSQL refuses 16 h or more.
 MAX_UTC_OFFSET = timedelta(hours=14)

@@ -7,8 +7,8 @@ import uuid
 from flask import Blueprint, Flask, current_app, jsonify
 
 from . import presence
-from .agent_api import _call_control_id
 from .auth import agent_required, current_agent
+from .call_status import checked_call_control_id
 from .claims import sip_uri_for
 from .db import get_db
 from .errors import ApiError
@@ -65,7 +65,7 @@ def offer(call_control_id: str):
         get_db(),
         get_offers(),
         agent,
-        _call_control_id(call_control_id),
+        checked_call_control_id(call_control_id),
         colleague_id,
         current_app.config["TRANSFER_RING_SECONDS"],
         current_app.config["TELNYX_SIP_USERNAME"],
@@ -79,7 +79,7 @@ def cancel(call_control_id: str):
     """Take back an offer nobody has answered yet; the call stays with this agent."""
     agent = current_agent()
     check_rate(agent_actions_limit(), agent.id)
-    result = cancel_transfer(get_offers(), agent, _call_control_id(call_control_id))
+    result = cancel_transfer(get_offers(), agent, checked_call_control_id(call_control_id))
     return jsonify({"success": True, **result})
 
 
@@ -97,7 +97,7 @@ def accept(call_control_id: str):
         get_offers(),
         get_telnyx(),
         agent,
-        _call_control_id(call_control_id),
+        checked_call_control_id(call_control_id),
         sip_uri,
         config["TELNYX_ACTION_DEADLINE_SECONDS"],
     )
@@ -110,7 +110,7 @@ def decline(call_control_id: str):
     """Say no to a call offered to this agent; it stays with the agent who offered it."""
     agent = current_agent()
     check_rate(agent_actions_limit(), agent.id)
-    result = decline_transfer(get_offers(), agent, _call_control_id(call_control_id))
+    result = decline_transfer(get_offers(), agent, checked_call_control_id(call_control_id))
     return jsonify({"success": True, **result})
 
 

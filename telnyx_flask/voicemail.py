@@ -18,9 +18,10 @@ from flask import Blueprint, jsonify
 from psycopg2.extras import Json
 
 from .auth import agent_required, current_agent
+from .call_status import MAX_CALL_ID_LENGTH
 from .db import Database, get_db, one_row
 from .errors import ApiError, CallNotFound
-from .history import MAX_CALL_ID_LENGTH, find_params
+from .history import find_params
 from .live_calls import LiveCalls, get_live
 from .users import Agent
 
