@@ -65,18 +65,8 @@ def one_browser(browser, stack) -> Iterator[tuple[BrowserContext, list[AgentPage
 
 
 def open_tab(context: BrowserContext, tabs: list[AgentPage]) -> AgentPage:
-    """A new tab of the page in this browser, collecting its script errors (as AgentPage.open)."""
-    tab = AgentPage(context, context.new_page())
-    tab.page.on("pageerror", lambda error: tab.errors.append(str(error)))
-    tab.page.on(
-        "console",
-        lambda message: (
-            tab.errors.append(message.text)
-            if message.type == "error" and not message.text.startswith("Failed to load resource")
-            else None
-        ),
-    )
-    tab.page.goto("/")
+    """A new tab of the page in this browser, kept in `tabs` (to check its script errors)."""
+    tab = AgentPage.open_tab(context)
     tabs.append(tab)
     return tab
 
