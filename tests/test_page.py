@@ -65,6 +65,8 @@ def test_a_call_rings_on_both_pages_one_agent_answers_and_both_see_it_in_history
     card_a.get_by_role("button", name="Answer call from Dana Whitfield").click()
 
     expect(card_b.locator(".state")).to_have_text("Answered by Alice")
+    # While it lingers, saying who took it, the taken card offers nothing to press.
+    expect(card_b.locator(".actions")).to_have_css("display", "none")
     expect(card_b).to_have_count(0)
     active = page_a.page.locator("#active")
     expect(active).to_be_visible()
