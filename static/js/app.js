@@ -368,10 +368,18 @@ function claimed(id, agent, action) {
   takenBySomeoneElse(id, agent, action);
 }
 
-function takenBySomeoneElse(id, agent, action) {
+/** What became of a call claimed by someone else: an agent, or the ring timeout (claimed as
+ * "Voicemail" or "Ring timeout", with the action "voicemail" or "timeout"). */
+function takenText(action, agent) {
+  if (action === "voicemail") return "Sent to voicemail";
+  if (action === "timeout") return "Missed: nobody answered in time";
   const verb = action === "decline" ? "Declined" : "Answered";
+  return `${verb} by ${agent ? agent.name : "another agent"}`;
+}
+
+function takenBySomeoneElse(id, agent, action) {
   const call = state.calls.get(id);
-  if (call) announce(`Call from ${callerName(call)} ${verb.toLowerCase()} by ${agent.name}`);
+  if (call) announce(`Call from ${callerName(call)}: ${takenText(action, agent)}`);
   clearTimeout(state.leaving.get(id));
   state.leaving.set(
     id,
@@ -522,8 +530,7 @@ function updateCard(card, call) {
   card.querySelector(".who").textContent = name;
   let status;
   if (taken) {
-    const verb = call.claim_action === "decline" ? "Declined" : "Answered";
-    status = `${verb} by ${call.claimed_by ? call.claimed_by.name : "another agent"}`;
+    status = takenText(call.claim_action, call.claimed_by);
   } else if (busy) {
     status = "Answering…";
   } else {
