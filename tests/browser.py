@@ -56,6 +56,11 @@ class AgentPage:
             base_url=base_url, viewport={"width": width, "height": height}
         )
         context.add_init_script(TRACK_EVENT_SOURCES)
+        return cls.open_tab(context)
+
+    @classmethod
+    def open_tab(cls, context: BrowserContext) -> AgentPage:
+        """A new tab of the page in this browser context, collecting its script errors."""
         page = context.new_page()
         opened = cls(context, page)
         page.on("pageerror", lambda error: opened.errors.append(str(error)))

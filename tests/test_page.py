@@ -67,6 +67,8 @@ def test_a_call_rings_on_both_pages_one_agent_answers_and_both_see_it_in_history
     card_a.get_by_role("button", name="Answer call from Dana Whitfield").click()
 
     expect(card_b.locator(".state")).to_have_text("Answered by Alice")
+    # While it lingers, saying who took it, the taken card offers nothing to press.
+    expect(card_b.locator(".actions")).to_have_css("display", "none")
     expect(card_b).to_have_count(0)
     active = page_a.page.locator("#active")
     expect(active).to_be_visible()
@@ -421,13 +423,18 @@ def browser_phone_page(pages, make_agent, app, name="Alice", credential="cred-al
     with app.app_context():
         set_phone(agent.email, None, credential)
     page = pages()
-    page.page.route(
+    # For every tab of this browser.
+    page.context.route(
         "**/vendor/telnyx-webrtc.mjs",
         lambda route: route.fulfill(body=FAKE_WEBRTC_SDK, content_type="text/javascript"),
     )
     page.sign_in(agent.email, agent.password)
     page.signed_in_as(name)
     return page
+
+
+# Whether a tab runs the in-browser phone: the stand-in SDK's client exists, not disconnected.
+PHONE_RUNNING = "() => Boolean(window.__rtc) && !window.__rtc.disconnected"
 
 
 def ring_browser(page: AgentPage, custom_headers: list[dict] | None) -> bool:
@@ -444,25 +451,42 @@ def transfer_headers(sim, call: str) -> list[dict]:
 
 
 def test_in_browser_audio_answers_the_transferred_leg_and_hangs_up(sim, pages, make_agent, app):
+    """One tab of a browser runs the phone: the one the agent clicked or typed in last."""
     page = browser_phone_page(pages, make_agent, app)
-    expect(page.page.locator("#routing")).to_have_text(
-        "Calls you answer play in this browser. In-browser phone: ready."
-    )
+    ready = "Calls you answer play in this browser. In-browser phone: ready."
+    expect(page.page.locator("#routing")).to_have_text(ready)
     token = page.page.evaluate("window.__rtc.options.login_token")
     claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
     assert claims["sub"] == "cred-alice"  # minted by the simulator for Alice's credential
+    other = AgentPage.open_tab(page.context)  # a second tab, signed in by the cookie
+    other.signed_in_as("Alice")
+    elsewhere = "Calls you answer play in another tab of this browser"
+    expect(other.page.locator("#routing")).to_contain_text(elsewhere)
+    assert other.page.evaluate(PHONE_RUNNING) is False
 
+    other.page.locator("#routing").click()  # the agent moves to the second tab: so does the phone
+
+    expect(other.page.locator("#routing")).to_have_text(ready)
+    expect(page.page.locator("#routing")).to_contain_text(elsewhere)
+    assert page.page.evaluate(PHONE_RUNNING) is False
+    assert other.page.evaluate(PHONE_RUNNING) is True
     call = sim.call()
-    page.card(call).get_by_role("button", name="Answer call from +1 (312) 555-0147").click()
-    expect(page.page.locator("#active .where")).to_have_text("Audio: this browser")
+    other.card(call).get_by_role("button", name="Answer call from +1 (312) 555-0147").click()
+    expect(other.page.locator("#active .where")).to_have_text("Audio: this browser")
+    expect(page.page.locator("#active .where")).to_have_text("Audio: another tab of this browser")
     # Telnyx rings the browser with the transfer, and its headers.
-    assert ring_browser(page, transfer_headers(sim, call)) is True
-    expect(page.page.locator("#routing")).to_contain_text("In-browser phone: on a call")
+    assert ring_browser(other, transfer_headers(sim, call)) is True
+    expect(other.page.locator("#routing")).to_contain_text("In-browser phone: on a call")
 
+    # Mid-call, a click in the first tab leaves the phone where the call plays (stopping it
+    # there would hang up); the call ends from there all the same.
     page.page.get_by_role("button", name="Hang up").click()
-    expect(page.page.locator("#active")).to_be_hidden()
-    assert page.page.evaluate("window.__rtcCall.hungUp") is True
+    for tab in (page, other):
+        expect(tab.page.locator("#active")).to_be_hidden()
+    assert other.page.evaluate("window.__rtcCall.hungUp") is True
+    assert other.page.evaluate(PHONE_RUNNING) is True
     assert sim.commands("hangup", call, wait_for=1)
+    assert other.errors == []
 
 
 def test_an_incoming_browser_leg_without_a_taken_call_is_left_alone(sim, pages, make_agent, app):

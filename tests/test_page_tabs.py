@@ -65,18 +65,8 @@ def one_browser(browser, stack) -> Iterator[tuple[BrowserContext, list[AgentPage
 
 
 def open_tab(context: BrowserContext, tabs: list[AgentPage]) -> AgentPage:
-    """A new tab of the page in this browser, collecting its script errors (as AgentPage.open)."""
-    tab = AgentPage(context, context.new_page())
-    tab.page.on("pageerror", lambda error: tab.errors.append(str(error)))
-    tab.page.on(
-        "console",
-        lambda message: (
-            tab.errors.append(message.text)
-            if message.type == "error" and not message.text.startswith("Failed to load resource")
-            else None
-        ),
-    )
-    tab.page.goto("/")
+    """A new tab of the page in this browser, kept in `tabs` (to check its script errors)."""
+    tab = AgentPage.open_tab(context)
     tabs.append(tab)
     return tab
 
@@ -171,6 +161,12 @@ def test_closing_the_leader_tab_loses_no_event_and_a_refused_stream_reaches_ever
         expect(tab.card(earlier)).to_be_visible()  # a tab that joins is replayed the truth
         tab.page.evaluate(RECORD_CARDS)
     assert roles(tabs) == ["leader"] + ["follower"] * 3
+    # Muted in the tab that rings (signed in with a click): every tab follows, the one that will
+    # take the ringtone over too.
+    leader.page.get_by_role("button", name="Ringtone on").click()
+    for tab in followers:
+        expect(tab.page.locator("#mute")).to_have_text("Ringtone off")
+        expect(tab.page.locator("#mute")).to_have_attribute("aria-pressed", "true")
 
     leader.page.evaluate("() => { BroadcastChannel.prototype.postMessage = () => {}; }")
     unheard = sim.call(from_="+13125550102")
@@ -188,9 +184,9 @@ def test_closing_the_leader_tab_loses_no_event_and_a_refused_stream_reaches_ever
         expect(tab.card(earlier)).to_have_count(0)
         expect(tab.history_row(earlier).locator(".outcome")).to_have_text("Caller hung up")
     assert sorted(roles(followers)) == ["follower", "follower", "leader"]
-    # The ringtone went with the closed tab to another, which had no click to allow sound yet.
+    # The ringtone went with the closed tab to another, muted as the agent left it there.
     ringtones = [tab.page.evaluate("document.body.dataset.ringtone") for tab in followers]
-    assert sorted(ringtones) == ["blocked", "off", "off"]
+    assert sorted(ringtones) == ["muted", "off", "off"]
     assert open_streams(followers) == 1
     # The closed tab's stream ends at the server's next write to it; one stream is left.
     streams = RedisKeys(redis_prefix).agent_streams(alice.id)

@@ -85,7 +85,7 @@ def test_a_voicemail_is_unheard_on_every_page_until_one_agent_plays_it_to_the_en
         expect(page_a.card(call)).to_be_visible()
         # Nobody answers: the call goes to voicemail, and is nobody's active call.
         expect(page_b.card(call).locator(".state")).to_have_text(
-            "Answered by Voicemail", timeout=15_000
+            "Sent to voicemail", timeout=15_000
         )
         expect(page_b.card(call)).to_have_count(0)
         for page in pages:

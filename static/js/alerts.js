@@ -15,6 +15,12 @@ export class Ringtone {
     this.wanted = false;
     this.timer = null;
     this.onChange = () => {};
+    // Muted or unmuted in another tab: follow it, since this tab may be the one that rings next.
+    window.addEventListener("storage", (event) => {
+      if (event.storageArea !== storage || (event.key !== MUTE_KEY && event.key !== null)) return;
+      this.muted = storage.getItem(MUTE_KEY) === "1";
+      this.update();
+    });
   }
 
   /** Create or resume the AudioContext; browsers allow this only during a click or key press. */

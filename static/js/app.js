@@ -67,7 +67,7 @@ const live = new SharedLiveEvents({
   onStateChange: showConnection,
   canReconnect: sessionStillValid,
   agentId: () => state.me && state.me.id,
-  onRingerChange: render,
+  onRingerChange: ringerChanged,
   onSignedOutElsewhere: () => signedOut("You signed out in another tab."),
   onSignedInElsewhere: signedInElsewhere,
 });
@@ -237,8 +237,26 @@ function applyConfig() {
   const config = state.config;
   $("simulator").hidden = !(config && config.simulator.enabled);
   applyNotesConfig(config);
-  if (config && config.webrtc.enabled && !phone) {
-    phone = new BrowserPhone({
+  followRinger();
+}
+
+/** The ringer moved to or from this tab: the in-browser phone goes with it. */
+function ringerChanged() {
+  followRinger();
+  render();
+}
+
+/**
+ * Run the in-browser phone in this tab only while it is the tab that rings (the one the agent
+ * clicked or typed in last). Every phone of a browser signs in with the agent's credential and
+ * Telnyx rings them all with the transferred leg, so with a phone per tab any tab could answer
+ * it, and the audio play where the agent is not.
+ */
+function followRinger() {
+  const config = state.config;
+  const wanted = Boolean(config && config.webrtc.enabled && live.ringsHere);
+  if (wanted && !phone) {
+    const started = new BrowserPhone({
       sdkUrl: config.webrtc.sdk_url,
       fetchToken: async () =>
         (await api("/api/telnyx/webrtc/token", { method: "POST" })).login_token,
@@ -246,9 +264,16 @@ function applyConfig() {
       // Only the leg that names the call this agent took (the server's transfer sets it).
       shouldAnswer: (call) =>
         state.activeId !== null && sipHeader(call, config.webrtc.call_header) === state.activeId,
-      onStatus: showPhoneStatus,
+      onStatus: (status, detail) => {
+        if (phone === started) showPhoneStatus(status, detail);
+      },
     });
+    phone = started;
     phone.start();
+  } else if (!wanted && phone) {
+    phone.stop();
+    phone = null;
+    delete document.body.dataset.phone;
   }
   showRouting();
 }
@@ -265,7 +290,11 @@ function showRouting(phoneDetail) {
     routing.textContent = "Could not load this page's settings from the server.";
     return;
   }
-  if (config.webrtc.enabled) {
+  if (config.webrtc.enabled && !phone) {
+    routing.textContent =
+      "Calls you answer play in another tab of this browser: the one you clicked or typed in " +
+      "last. Click in this tab to have them play here.";
+  } else if (config.webrtc.enabled) {
     const status = PHONE_LABELS[document.body.dataset.phone] || "starting";
     routing.textContent = `Calls you answer play in this browser. In-browser phone: ${status}${
       phoneDetail ? ` (${phoneDetail})` : ""
@@ -368,10 +397,18 @@ function claimed(id, agent, action) {
   takenBySomeoneElse(id, agent, action);
 }
 
-function takenBySomeoneElse(id, agent, action) {
+/** What became of a call claimed by someone else: an agent, or the ring timeout (claimed as
+ * "Voicemail" or "Ring timeout", with the action "voicemail" or "timeout"). */
+function takenText(action, agent) {
+  if (action === "voicemail") return "Sent to voicemail";
+  if (action === "timeout") return "Missed: nobody answered in time";
   const verb = action === "decline" ? "Declined" : "Answered";
+  return `${verb} by ${agent ? agent.name : "another agent"}`;
+}
+
+function takenBySomeoneElse(id, agent, action) {
   const call = state.calls.get(id);
-  if (call) announce(`Call from ${callerName(call)} ${verb.toLowerCase()} by ${agent.name}`);
+  if (call) announce(`Call from ${callerName(call)}: ${takenText(action, agent)}`);
   clearTimeout(state.leaving.get(id));
   state.leaving.set(
     id,
@@ -522,8 +559,7 @@ function updateCard(card, call) {
   card.querySelector(".who").textContent = name;
   let status;
   if (taken) {
-    const verb = call.claim_action === "decline" ? "Declined" : "Answered";
-    status = `${verb} by ${call.claimed_by ? call.claimed_by.name : "another agent"}`;
+    status = takenText(call.claim_action, call.claimed_by);
   } else if (busy) {
     status = "Answering…";
   } else {
@@ -575,11 +611,13 @@ function renderActive() {
       ? `On call ${formatDuration(secondsSince(call.answered_at))}`
       : "Connecting…";
   const where = call.transferred_to || (state.config && state.config.sip_uri);
-  box.querySelector(".where").textContent = phone
-    ? "Audio: this browser"
-    : where
-      ? `Audio: ${where}`
-      : "";
+  let audio = where ? `Audio: ${where}` : "";
+  if (phone) {
+    audio = "Audio: this browser";
+  } else if (state.config && state.config.webrtc.enabled) {
+    audio = "Audio: another tab of this browser";
+  }
+  box.querySelector(".where").textContent = audio;
   const error = box.querySelector(".error");
   const failed = state.cardErrors.has(call.call_control_id);
   error.textContent = state.cardErrors.get(call.call_control_id) || "";
@@ -845,7 +883,9 @@ function bindControls() {
   for (const type of ["pointerdown", "keydown"]) {
     document.addEventListener(type, () => {
       ringtone.unlock();
-      live.claimRinger(); // the tab the agent used last rings
+      // The tab the agent used last rings, and runs the phone; but not mid-call: the phone
+      // stopping in the tab that plays the call would hang it up.
+      if (state.activeId === null) live.claimRinger();
     });
   }
   ringtone.onChange = showRingtone;

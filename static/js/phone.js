@@ -49,6 +49,7 @@ export class BrowserPhone {
       this.onStatus("error", `the WebRTC SDK did not load (${error.message})`);
       return;
     }
+    if (this.stopped) return; // stopped while the SDK loaded: mint no token
     let token;
     try {
       token = await this.fetchToken();
@@ -64,13 +65,17 @@ export class BrowserPhone {
     const client = new TelnyxRTC({ login_token: token });
     this.client = client;
     client.remoteElement = this.audio;
+    // A stopped phone's client may still report: only the current client is heard.
     client.on("telnyx.ready", () => {
+      if (client !== this.client) return;
       this.failures = 0;
       this.onStatus("ready");
     });
     client.on("telnyx.error", (error) => this.failed(client, error));
     client.on("telnyx.socket.close", () => this.failed(client, null));
-    client.on("telnyx.notification", (notification) => this.notified(notification));
+    client.on("telnyx.notification", (notification) => {
+      if (client === this.client) this.notified(notification);
+    });
     client.connect();
   }
 
