@@ -451,42 +451,42 @@ def transfer_headers(sim, call: str) -> list[dict]:
 
 
 def test_in_browser_audio_answers_the_transferred_leg_and_hangs_up(sim, pages, make_agent, app):
-    """One tab of a browser runs the phone: the one the agent clicked or typed in last."""
+    """One tab of a browser runs the phone: the one holding the shared event stream."""
     page = browser_phone_page(pages, make_agent, app)
     ready = "Calls you answer play in this browser. In-browser phone: ready."
     expect(page.page.locator("#routing")).to_have_text(ready)
     token = page.page.evaluate("window.__rtc.options.login_token")
     claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
     assert claims["sub"] == "cred-alice"  # minted by the simulator for Alice's credential
-    other = AgentPage.open_tab(page.context)  # a second tab, signed in by the cookie
-    other.signed_in_as("Alice")
-    elsewhere = "Calls you answer play in another tab of this browser"
-    expect(other.page.locator("#routing")).to_contain_text(elsewhere)
-    assert other.page.evaluate(PHONE_RUNNING) is False
+    second = AgentPage.open_tab(page.context)  # another tab, signed in by the cookie
+    second.signed_in_as("Alice")
+    elsewhere = "Calls you answer play in this browser, through another of its tabs"
+    expect(second.page.locator("#routing")).to_contain_text(elsewhere)
+    second.page.locator("#routing").click()  # the agent working in it does not move the phone
+    assert second.page.evaluate(PHONE_RUNNING) is False
+    assert page.page.evaluate(PHONE_RUNNING) is True
 
-    other.page.locator("#routing").click()  # the agent moves to the second tab: so does the phone
+    page.page.close()  # the tab with the stream and the phone goes: the second takes both over
 
-    expect(other.page.locator("#routing")).to_have_text(ready)
-    expect(page.page.locator("#routing")).to_contain_text(elsewhere)
-    assert page.page.evaluate(PHONE_RUNNING) is False
-    assert other.page.evaluate(PHONE_RUNNING) is True
+    expect(second.page.locator("#routing")).to_have_text(ready)
+    third = AgentPage.open_tab(second.context)
+    third.signed_in_as("Alice")
+    expect(third.page.locator("#routing")).to_contain_text(elsewhere)
     call = sim.call()
-    other.card(call).get_by_role("button", name="Answer call from +1 (312) 555-0147").click()
-    expect(other.page.locator("#active .where")).to_have_text("Audio: this browser")
-    expect(page.page.locator("#active .where")).to_have_text("Audio: another tab of this browser")
+    third.card(call).get_by_role("button", name="Answer call from +1 (312) 555-0147").click()
+    expect(third.page.locator("#active .where")).to_have_text("Audio: another tab of this browser")
+    expect(second.page.locator("#active .where")).to_have_text("Audio: this browser")
     # Telnyx rings the browser with the transfer, and its headers.
-    assert ring_browser(other, transfer_headers(sim, call)) is True
-    expect(other.page.locator("#routing")).to_contain_text("In-browser phone: on a call")
+    assert ring_browser(second, transfer_headers(sim, call)) is True
+    expect(second.page.locator("#routing")).to_contain_text("In-browser phone: on a call")
 
-    # Mid-call, a click in the first tab leaves the phone where the call plays (stopping it
-    # there would hang up); the call ends from there all the same.
-    page.page.get_by_role("button", name="Hang up").click()
-    for tab in (page, other):
+    third.page.get_by_role("button", name="Hang up").click()
+    for tab in (second, third):
         expect(tab.page.locator("#active")).to_be_hidden()
-    assert other.page.evaluate("window.__rtcCall.hungUp") is True
-    assert other.page.evaluate(PHONE_RUNNING) is True
+    assert second.page.evaluate("window.__rtcCall.hungUp") is True
+    assert third.page.evaluate(PHONE_RUNNING) is False
     assert sim.commands("hangup", call, wait_for=1)
-    assert other.errors == []
+    assert second.errors == [] and third.errors == []
 
 
 def test_an_incoming_browser_leg_without_a_taken_call_is_left_alone(sim, pages, make_agent, app):

@@ -64,10 +64,10 @@ const presence = new Presence({ onChange: () => render() });
 const live = new SharedLiveEvents({
   url: "/api/telnyx/events",
   onEvent: handleEvent,
-  onStateChange: showConnection,
+  onStateChange: liveChanged,
   canReconnect: sessionStillValid,
   agentId: () => state.me && state.me.id,
-  onRingerChange: ringerChanged,
+  onRingerChange: render,
   onSignedOutElsewhere: () => signedOut("You signed out in another tab."),
   onSignedInElsewhere: signedInElsewhere,
 });
@@ -237,24 +237,28 @@ function applyConfig() {
   const config = state.config;
   $("simulator").hidden = !(config && config.simulator.enabled);
   applyNotesConfig(config);
-  followRinger();
+  followLeader();
+  showRouting();
 }
 
-/** The ringer moved to or from this tab: the in-browser phone goes with it. */
-function ringerChanged() {
-  followRinger();
-  render();
+/** The stream's state or this tab's part in sharing it changed: the phone follows the stream. */
+function liveChanged(connection) {
+  showConnection(connection);
+  followLeader();
 }
 
 /**
- * Run the in-browser phone in this tab only while it is the tab that rings (the one the agent
- * clicked or typed in last). Every phone of a browser signs in with the agent's credential and
- * Telnyx rings them all with the transferred leg, so with a phone per tab any tab could answer
- * it, and the audio play where the agent is not.
+ * Run the in-browser phone in one tab of the browser: the one that holds the shared event stream
+ * (shared_stream.js). Every phone of a browser signs in with the agent's credential and Telnyx
+ * rings them all with the transferred leg, so with a phone per tab several could answer it.
+ * The stream's tab changes only when it closes, so the phone is not restarted (a new login
+ * token, a new connection) as the agent moves between tabs, nor while a call is being put
+ * through; its audio is heard whichever tab the agent is looking at.
  */
-function followRinger() {
+function followLeader() {
   const config = state.config;
-  const wanted = Boolean(config && config.webrtc.enabled && live.ringsHere);
+  const holdsStream = live.role === "leader" || live.role === "private";
+  const wanted = Boolean(config && config.webrtc.enabled && holdsStream);
   if (wanted && !phone) {
     const started = new BrowserPhone({
       sdkUrl: config.webrtc.sdk_url,
@@ -274,6 +278,8 @@ function followRinger() {
     phone.stop();
     phone = null;
     delete document.body.dataset.phone;
+  } else {
+    return; // no change: the routing notice (with the phone's last detail) stands
   }
   showRouting();
 }
@@ -292,8 +298,8 @@ function showRouting(phoneDetail) {
   }
   if (config.webrtc.enabled && !phone) {
     routing.textContent =
-      "Calls you answer play in another tab of this browser: the one you clicked or typed in " +
-      "last. Click in this tab to have them play here.";
+      "Calls you answer play in this browser, through another of its tabs (the one holding " +
+      "the live connection).";
   } else if (config.webrtc.enabled) {
     const status = PHONE_LABELS[document.body.dataset.phone] || "starting";
     routing.textContent = `Calls you answer play in this browser. In-browser phone: ${status}${
@@ -883,9 +889,7 @@ function bindControls() {
   for (const type of ["pointerdown", "keydown"]) {
     document.addEventListener(type, () => {
       ringtone.unlock();
-      // The tab the agent used last rings, and runs the phone; but not mid-call: the phone
-      // stopping in the tab that plays the call would hang it up.
-      if (state.activeId === null) live.claimRinger();
+      live.claimRinger(); // the tab the agent used last plays the ringtone
     });
   }
   ringtone.onChange = showRingtone;
