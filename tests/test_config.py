@@ -134,6 +134,14 @@ def test_database_url_wins_over_db_parts():
         ({"WEBHOOK_BATCH_WINDOW_MS": "soon"}, "WEBHOOK_BATCH_WINDOW_MS must be a number"),
         ({"WEBHOOK_BATCH_MAX_EVENTS": "0"}, "WEBHOOK_BATCH_MAX_EVENTS must be between 1"),
         ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL must be one of"),
+        ({"CALL_DISPOSITIONS": " , ,"}, "CALL_DISPOSITIONS must list at least one item"),
+        ({"CALL_DISPOSITIONS": "sale,Sale"}, "CALL_DISPOSITIONS lists an item twice"),
+        ({"CALL_DISPOSITIONS": "x" * 41}, "CALL_DISPOSITIONS items must be at most 40"),
+        ({"VOICEMAIL": "maybe"}, "VOICEMAIL must be true or false"),
+        ({"VOICEMAIL_GREETING_URL": "http://x.example/a.mp3"}, "VOICEMAIL_GREETING_URL must be"),
+        ({"VOICEMAIL_MAX_SECONDS": "4"}, "VOICEMAIL_MAX_SECONDS must be between 5"),
+        ({"PRESENCE_AWAY_AFTER_SECONDS": "1"}, "PRESENCE_AWAY_AFTER_SECONDS must be between 5"),
+        ({"TRANSFER_RING_SECONDS": "601"}, "TRANSFER_RING_SECONDS must be between 5"),
     ],
 )
 def test_bad_setting_is_named(overrides, named):
@@ -325,3 +333,23 @@ def test_a_deadline_longer_than_the_claim_lease_is_refused():
 def test_bad_reliability_settings_name_themselves(name, value, message):
     with pytest.raises(ConfigError, match=message):
         config_from_environment({**PRODUCTION, name: value})
+
+
+def test_the_agents_floor_settings_have_their_defaults_and_read_on_and_off():
+    config = config_from_environment(PRODUCTION)
+    assert config["CALL_DISPOSITIONS"] == (
+        "resolved",
+        "follow-up",
+        "sale",
+        "wrong number",
+        "spam",
+    )
+    assert config["VOICEMAIL"] is True
+    assert config["VOICEMAIL_GREETING_URL"] is None
+    assert config["PRESENCE_AWAY_AFTER_SECONDS"] == 60
+    assert config["TRANSFER_RING_SECONDS"] == 30
+    custom = config_from_environment(
+        {**PRODUCTION, "VOICEMAIL": "off", "CALL_DISPOSITIONS": " callback , closed won "}
+    )
+    assert custom["VOICEMAIL"] is False
+    assert custom["CALL_DISPOSITIONS"] == ("callback", "closed won")
