@@ -86,7 +86,8 @@ CLAIM_CONFLICTS = Counter(
 )
 RING_TIMEOUTS = Counter(
     "telnyx_flask_ring_timeouts_total",
-    "Calls rejected because nobody took them within RING_TIMEOUT_SECONDS",
+    "Calls the ring timeout took because nobody took them within RING_TIMEOUT_SECONDS (or at"
+    " once while nobody was available), for voicemail or the reject",
 )
 TELNYX_REQUESTS = Counter(
     "telnyx_flask_telnyx_api_requests_total",

@@ -69,6 +69,9 @@ class RingTimeouts:
             taken = claim(self.live, call_control_id, self.claimant, self.claim_action, now)
             if taken.result != "claimed":
                 continue  # another worker (or an agent) got there first, or it was an orphan
+            # Counted when the ring timeout takes the call, whatever Telnyx then makes of the
+            # commands that follow (sent at once, or later by the outbox).
+            metrics.RING_TIMEOUTS.inc()
             if self._time_out(call_control_id):
                 timed_out.append(call_control_id)
         self._release_stale_claims(now)
@@ -116,7 +119,6 @@ class RingTimeouts:
         self.outbox.owe(call_control_id, "reject", {"cause": REJECT_CAUSE})
         outcome = self.outbox.deliver_now(call_control_id, "reject")
         if outcome == SENT:
-            metrics.RING_TIMEOUTS.inc()
             log.info("ring timeout: rejected the call", extra=extra)
             return True
         if outcome == REFUSED:

@@ -98,3 +98,20 @@ def test_a_rebuild_is_counted_with_the_calls_it_restored(
         - value(before, "telnyx_flask_live_rebuilt_calls_total")
         == 1
     )
+
+
+def test_a_call_the_ring_timeout_takes_is_counted_once_even_while_telnyx_keeps_its_reject(
+    app, client, post_webhook, fake_telnyx, redis_client, redis_prefix
+):
+    initiated, _ = renamed(abandoned_call_events(), "-timeout")
+    post_webhook(initiated)
+    call = initiated["data"]["payload"]["call_control_id"]
+    started_ms = int(redis_client.zscore(f"{redis_prefix}calls:ringing", call))
+    fake_telnyx.script("reject", 503, times=10)  # Telnyx down: the outbox keeps the reject
+    ring_timeouts = app.extensions["ring_timeouts"]
+    before = value(samples(client), "telnyx_flask_ring_timeouts_total")
+
+    assert ring_timeouts.sweep(now=started_ms + 31_000) == []  # taken, but nothing sent yet
+    assert ring_timeouts.sweep(now=started_ms + 32_000) == []  # still its: not taken again
+
+    assert value(samples(client), "telnyx_flask_ring_timeouts_total") - before == 1
