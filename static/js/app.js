@@ -78,6 +78,7 @@ const transfers = new Transfers({
   handOver,
   announce,
   changed: () => render(),
+  newCard,
 });
 
 const encode = encodeURIComponent;
@@ -538,7 +539,8 @@ function renderCards(calls) {
   }
 }
 
-function newCard(id) {
+/** A ringing call's card; transfer.js makes its "Transferred from" cards with it too. */
+function newCard(id, { onAnswer = () => answer(id), onDecline = () => decline(id) } = {}) {
   const card = document.createElement("li");
   card.className = "card";
   card.dataset.callControlId = id;
@@ -551,8 +553,8 @@ function newCard(id) {
       <button type="button" class="decline">Decline</button>
     </div>
     <p class="error card-error" role="alert" hidden></p>`;
-  card.querySelector(".answer").addEventListener("click", () => answer(id));
-  card.querySelector(".decline").addEventListener("click", () => decline(id));
+  card.querySelector(".answer").addEventListener("click", onAnswer);
+  card.querySelector(".decline").addEventListener("click", onDecline);
   return card;
 }
 

@@ -37,10 +37,11 @@ export class Transfers {
   /**
    * me(): the signed-in agent; calls(): app.js's Map of live calls; handOver(id, agent): the
    * call is now `agent`'s (app.js moves the active call); announce(text): screen readers;
-   * changed(): render the page again.
+   * changed(): render the page again; newCard(id, {onAnswer, onDecline}): app.js's ringing card.
    */
-  constructor({ me, calls, handOver, announce, changed }) {
+  constructor({ me, calls, handOver, announce, changed, newCard }) {
     this.me = me;
+    this.makeCard = newCard;
     this.calls = calls;
     this.handOver = handOver;
     this.announce = announce;
@@ -295,20 +296,11 @@ export class Transfers {
   }
 
   newCard(id) {
-    const card = document.createElement("li");
-    card.className = "card transfer-card";
-    card.dataset.callControlId = id;
-    card.innerHTML = `
-      <div class="who"></div>
-      <div class="state"></div>
-      <div class="meta"></div>
-      <div class="actions">
-        <button type="button" class="primary answer">Answer</button>
-        <button type="button" class="decline">Decline</button>
-      </div>
-      <p class="error card-error" role="alert" hidden></p>`;
-    card.querySelector(".answer").addEventListener("click", () => this.accept(id));
-    card.querySelector(".decline").addEventListener("click", () => this.decline(id));
+    const card = this.makeCard(id, {
+      onAnswer: () => this.accept(id),
+      onDecline: () => this.decline(id),
+    });
+    card.classList.add("transfer-card");
     return card;
   }
 
