@@ -274,8 +274,15 @@ def test_workers_killed_while_sending_record_start_another_worker_sends_it(
     took = time.monotonic() - killed_at
     assert sorted(c["status"] for c in commands) == [200, 503]
     print(f"\nrecording started {took:.1f} s after the sending workers were SIGKILLed")
-    [row] = db_rows(
-        "SELECT outcome, attempts FROM telnyx_outbox WHERE call_control_id = %s", (call,)
+    # Telnyx has taken it; the worker writes down what came of it just after.
+    [row] = wait_until(
+        lambda: db_rows(
+            "SELECT outcome, attempts FROM telnyx_outbox"
+            " WHERE call_control_id = %s AND done_at IS NOT NULL",
+            (call,),
+        ),
+        10,
+        "the outbox row finished",
     )
     assert row == {"outcome": "sent", "attempts": 2}
     assert not set(server.worker_pids()) & set(victims)
