@@ -77,6 +77,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         recordings,
         security_headers,
         softphone,
+        supervisor,
         telnyx_api,
         transfer_api,
         users,
@@ -118,6 +119,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(recordings.bp)
     app.register_blueprint(softphone.bp)
     app.register_blueprint(voicemail.bp)
+    app.register_blueprint(supervisor.bp)
     if app.config["APP_ENV"] == "development":
         # Test calls exist only in development, whatever TELNYX_SIMULATOR_URL says.
         app.register_blueprint(softphone.dev_bp)

@@ -30,7 +30,11 @@ def pending_calls():
 @bp.get("/api/telnyx/events")
 @agent_required
 def events():
-    """Server-Sent Events: a snapshot (or catch-up from Last-Event-ID), then live call events."""
+    """Server-Sent Events: a snapshot (or catch-up from Last-Event-ID), then live call events.
+
+    ?watch=true is a page that takes no calls (the supervisor's view): its stream does not make
+    its agent present, so calls do not ring for someone who only watches."""
+    watching = auth.query_flag("watch")
     if get_draining().is_draining:
         # A stream opened here would end at once; the page retries and reaches another worker.
         raise WorkerDraining()
@@ -42,8 +46,9 @@ def events():
         lifetime_seconds=config["SSE_LIFETIME_SECONDS"],
         retry_ms=config["SSE_RETRY_MS"],
     )
-    slot = get_stream_slots().take(guard.agent_id)
-    presence.page_opened(guard.agent_id)  # known from now on, and not away for want of a page
+    slot = get_stream_slots().take(guard.agent_id, watching=watching)
+    if not watching:
+        presence.page_opened(guard.agent_id)  # known from now on, and not away for want of one
     # Handed to gunicorn as it is (direct_passthrough), without werkzeug's two wrapper layers,
     # which every waiting stream would keep (docs/bench/stream-memory.md). A body that never
     # starts (the client left at once) skips the stream's own release: closing it releases too.

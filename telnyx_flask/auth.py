@@ -190,7 +190,7 @@ def current_agent() -> Agent:
             session.clear()
         raise NotAuthenticated(problem)
     assert state is not None  # a missing session is a problem, raised above
-    g.agent = Agent(state.user_id, state.email, state.name, state.sip_username)
+    g.agent = Agent(state.user_id, state.email, state.name, state.sip_username, state.role)
     g.session_claims = claims
     return g.agent
 
@@ -201,6 +201,19 @@ def agent_required(view: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         current_agent()
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def supervisor_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Let the request through only for a signed-in, active supervisor (401, or 403 for an
+    agent)."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not current_agent().is_supervisor:
+            raise Forbidden("this is for supervisors", code="supervisors_only")
         return view(*args, **kwargs)
 
     return wrapped
@@ -277,14 +290,14 @@ def _refuse_cross_site_sign_in() -> None:
 def _find_user_by_email(email: str) -> dict[str, Any] | None:
     with get_db().connection() as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT id::text, email, name, sip_username, active, password_hash"
+            "SELECT id::text, email, name, sip_username, active, password_hash, role"
             " FROM users WHERE lower(email) = lower(%s)",
             (email,),
         )
         row = cur.fetchone()
     if row is None:
         return None
-    keys = ("id", "email", "name", "sip_username", "active", "password_hash")
+    keys = ("id", "email", "name", "sip_username", "active", "password_hash", "role")
     return dict(zip(keys, row, strict=True))
 
 
@@ -329,7 +342,7 @@ def login():
     _forget_failed_attempts(email)
     if outdated:
         _upgrade_hash(row["id"], password_hash, password)
-    agent = Agent(row["id"], row["email"], row["name"], row["sip_username"])
+    agent = Agent(row["id"], row["email"], row["name"], row["sip_username"], row["role"])
     claims = get_sessions().start(agent.id, current_app.config["AUTH_TOKEN_TTL_SECONDS"])
     session.clear()
     session.permanent = True
@@ -337,7 +350,8 @@ def login():
     return jsonify({"token": issue_token(agent, claims), "user": agent.public()})
 
 
-def _flag(name: str) -> bool:
+def query_flag(name: str) -> bool:
+    """A true/false query parameter (absent is false); 400 for anything else."""
     value = request.args.get(name, "").strip().lower()
     if value in TRUE_WORDS:
         return True
@@ -349,7 +363,7 @@ def _flag(name: str) -> bool:
 @bp.post("/api/auth/logout")
 def logout():
     """End this sign-in's session (cookie and token alike); ?everywhere=true ends them all."""
-    everywhere = _flag("everywhere")
+    everywhere = query_flag("everywhere")
     token = _bearer_token()
     if token is None and _claims(dict(session)) is None:
         session.clear()  # nothing left to end (no cookie, or one from before sessions)

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from dotenv import dotenv_values
 
 from .redis_store import CLUSTER_SCHEMES, is_cluster_url
+from .team_time import time_zone
 
 APP_ENVS = ("production", "development")
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -142,6 +143,16 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     value = (_text(env, name) or default).upper()
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _time_zone(env: Mapping[str, str], name: str, default: str) -> str:
+    """An IANA time zone name (Europe/Berlin, America/New_York, UTC)."""
+    value = _text(env, name, default) or default
+    try:
+        time_zone(value)
+    except ValueError as error:
+        raise ConfigError(f"{name}: {error}") from None
     return value
 
 
@@ -434,6 +445,9 @@ def config_from_environment(environ: Mapping[str, str] | None = None) -> dict[st
         "VOICEMAIL_VOICE": _text(env, "VOICEMAIL_VOICE", "female"),
         "VOICEMAIL_LANGUAGE": _text(env, "VOICEMAIL_LANGUAGE", "en-US"),
         "VOICEMAIL_MAX_SECONDS": _integer(env, "VOICEMAIL_MAX_SECONDS", 120, 5, 600),
+        # The supervisor's view and reports (issue 17).
+        "TEAM_TIMEZONE": _time_zone(env, "TEAM_TIMEZONE", "UTC"),
+        "SERVICE_LEVEL_SECONDS": _integer(env, "SERVICE_LEVEL_SECONDS", 20, 1, 3600),
         "BACKGROUND_TASKS": _boolean(env, "BACKGROUND_TASKS", True),
         "CLAIM_LEASE_SECONDS": claim_lease,
         "TELNYX_ACTION_DEADLINE_SECONDS": action_deadline,

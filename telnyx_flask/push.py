@@ -410,12 +410,13 @@ class TooManyStreams(RateLimited):
 class StreamSlot:
     """One open stream's place among its agent's: renewed while it runs, given back at its end."""
 
-    __slots__ = ("_slots", "agent_id", "stream_id")
+    __slots__ = ("_slots", "agent_id", "key", "stream_id")
 
-    def __init__(self, slots: StreamSlots, agent_id: str, stream_id: str):
+    def __init__(self, slots: StreamSlots, agent_id: str, stream_id: str, key: str):
         self._slots = slots
         self.agent_id = agent_id
         self.stream_id = stream_id
+        self.key = key
 
     @property
     def renew_seconds(self) -> float:
@@ -425,20 +426,24 @@ class StreamSlot:
     def renew(self) -> None:
         """Push the slot's lapse one lease further; a Redis error only logs (the slot may lapse)."""
         try:
-            _shallow(self._slots.run, "renew", self.agent_id, self.stream_id)
+            _shallow(self._slots.run, "renew", self.key, self.stream_id)
         except REDIS_ERRORS as error:
             log.warning("stream slot of agent %s not renewed: %s", self.agent_id, error)
 
     def release(self) -> None:
         """Give the slot back (safe to call twice); if Redis is away, the slot lapses instead."""
         try:
-            self._slots.client.zrem(self._slots.keys.agent_streams(self.agent_id), self.stream_id)
+            self._slots.client.zrem(self.key, self.stream_id)
         except REDIS_ERRORS as error:
             log.warning("stream slot of agent %s not released: %s", self.agent_id, error)
 
 
 class StreamSlots:
     """At most `limit` open event streams per agent, counted in Redis across workers and hosts.
+
+    A page that takes calls holds a slot in keys.agent_streams, which presence reads as "a page
+    is open"; a page that only watches (the supervisor's view) holds one in keys.watch_streams,
+    counted apart, so watching the floor never makes anyone available for calls.
 
     Each stream holds a slot that lapses `lease_ms` after its last renewal, so the slots of a
     worker that was killed free themselves; a stream that ends gives its slot back at once.
@@ -452,25 +457,27 @@ class StreamSlots:
         script = lua_script("stream_slot.lua")
         self._script = live.client.register_script(script)
 
-    def run(self, op: str, agent_id: str, stream_id: str) -> list[int]:
-        """Run stream_slot.lua ("take" or "renew") for one stream."""
+    def run(self, op: str, key: str, stream_id: str) -> list[int]:
+        """Run stream_slot.lua ("take" or "renew") for one stream, whose slots are in `key`."""
         now_ms = int(time.time() * 1000)
         reply = self._script(
-            keys=[self.keys.agent_streams(agent_id)],
+            keys=[key],
             args=[op, stream_id, now_ms, self.lease_ms, self.limit],
         )
         return [int(item) for item in reply]
 
-    def take(self, agent_id: str) -> StreamSlot:
-        """A slot for a new stream of this agent's, or TooManyStreams (429) when all are held."""
+    def take(self, agent_id: str, watching: bool = False) -> StreamSlot:
+        """A slot for a new stream of this agent's (`watching`: of a page that takes no calls),
+        or TooManyStreams (429) when all are held."""
         stream_id = uuid.uuid4().hex
+        key = self.keys.watch_streams(agent_id) if watching else self.keys.agent_streams(agent_id)
         try:
-            reply = _shallow(self.run, "take", agent_id, stream_id)
+            reply = _shallow(self.run, "take", key, stream_id)
         except REDIS_ERRORS as exc:
             raise StorageUnavailable("redis", str(exc)) from exc
         if reply[0] != 1:
             raise TooManyStreams(self.limit, max(1, -(-reply[1] // 1000)))
-        return StreamSlot(self, agent_id, stream_id)
+        return StreamSlot(self, agent_id, stream_id, key)
 
 
 class StreamGuard(Protocol):

@@ -257,6 +257,10 @@ class RedisKeys:
         """Sorted set of one agent's open event streams, scored by when each slot lapses (ms)."""
         return f"{self.prefix}sse:streams:{agent_id}"
 
+    def watch_streams(self, agent_id: str) -> str:
+        """As agent_streams, for the agent's pages that only watch (presence does not read it)."""
+        return f"{self.prefix}sse:watching:{agent_id}"
+
     @property
     def presence(self) -> str:
         """Hash of every known agent's presence record (JSON), keyed by agent id."""

@@ -54,6 +54,7 @@ class SessionState:
     email: str
     name: str
     sip_username: str | None
+    role: str = "agent"
 
     def problem(self, claims: SessionClaims) -> str | None:
         """Why these claims are no longer good (None when they are)."""
@@ -80,7 +81,7 @@ RETURNING id::text, generation
 
 SESSION_STATE = """
 SELECT s.user_id::text, s.generation, s.expires_at, s.revoked_at IS NOT NULL,
-       u.session_generation, u.active, u.email, u.name, u.sip_username
+       u.session_generation, u.active, u.email, u.name, u.sip_username, u.role
 FROM agent_sessions s JOIN users u ON u.id = s.user_id
 WHERE s.id = %s
 """
@@ -154,9 +155,9 @@ class SessionStore:
             row = cur.fetchone()
         if row is None:
             return None
-        user_id, generation, expires_at, revoked, current, active, email, name, sip = row
+        user_id, generation, expires_at, revoked, current, active, email, name, sip, role = row
         return SessionState(
-            user_id, generation, expires_at, revoked, current, active, email, name, sip
+            user_id, generation, expires_at, revoked, current, active, email, name, sip, role
         )
 
     def still_valid(self, claims: SessionClaims) -> bool:

@@ -111,15 +111,20 @@ def _sip_uri(agent: Agent) -> str | None:
         return None
 
 
-@bp.get("/")
-def index() -> Response:
-    """The softphone page."""
-    response = current_app.send_static_file("index.html")
+def static_page(name: str) -> Response:
+    """One of static/'s pages, with the headers every page gets (its CSP above all)."""
+    response = current_app.send_static_file(name)
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "same-origin"
     return response
+
+
+@bp.get("/")
+def index() -> Response:
+    """The softphone page."""
+    return static_page("index.html")
 
 
 @bp.get("/vendor/telnyx-webrtc.mjs")

@@ -1,5 +1,5 @@
 """Agent accounts: who an agent is, the rules an account obeys, and the `users` CLI group
-(create, list, set-phone, set-password, deactivate)."""
+(create, list, set-phone, set-role, set-password, deactivate)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ SIP_USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{2,63}$")
 MIN_PASSWORD_LENGTH = 8
 # Telnyx ids are uuids or long digit strings; anything printable without spaces is let through.
 CREDENTIAL_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+# A supervisor can do everything an agent can, and also watch the floor and read the reports.
+AGENT, SUPERVISOR = "agent", "supervisor"
+ROLES = (AGENT, SUPERVISOR)
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,12 @@ class Agent:
     email: str
     name: str
     sip_username: str | None
+    role: str = AGENT
+
+    @property
+    def is_supervisor(self) -> bool:
+        """True for a supervisor."""
+        return self.role == SUPERVISOR
 
     def public(self) -> dict[str, Any]:
         """What the API shows of an agent."""
@@ -64,14 +73,38 @@ def _check_phone(sip_username: str | None, credential_id: str | None) -> None:
         raise ValueError("telephony credential id must be 1-128 letters, digits, _ or -")
 
 
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+
+
+def set_role(email: str, role: str) -> str:
+    """Make the agent with this email an agent or a supervisor; returns their id. ValueError
+    for an unknown role or email. Takes effect on their next request (sessions.py's cache)."""
+    _check_storable(email=email)
+    _check_role(role)
+    with get_db().connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE users SET role = %s, updated_at = now()"
+            " WHERE lower(email) = lower(%s) RETURNING id::text",
+            (role, email),
+        )
+        found = cur.fetchone()
+    if found is None:
+        raise ValueError(f"no agent with email {email}")
+    return found[0]
+
+
 def create_user(
     email: str,
     name: str,
     password: str,
     sip_username: str | None,
     telephony_credential_id: str | None = None,
+    role: str = AGENT,
 ) -> str:
-    """Insert an agent and return its id; ValueError for bad input or a taken email."""
+    """Insert an agent (or supervisor) and return its id; ValueError for bad input or a taken
+    email."""
     _check_storable(email=email, name=name, password=password)
     if not EMAIL.match(email):
         raise ValueError(f"not an email address: {email!r}")
@@ -80,17 +113,20 @@ def create_user(
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValueError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
     _check_phone(sip_username, telephony_credential_id)
+    _check_role(role)
     try:
         with get_db().connection() as conn, conn.cursor() as cur:
             cur.execute(
                 "INSERT INTO users (email, name, password_hash, sip_username,"
-                " telephony_credential_id) VALUES (%s, %s, %s, %s, %s) RETURNING id::text",
+                " telephony_credential_id, role) VALUES (%s, %s, %s, %s, %s, %s)"
+                " RETURNING id::text",
                 (
                     email.strip(),
                     name.strip(),
                     hash_password(password),
                     sip_username,
                     telephony_credential_id,
+                    role,
                 ),
             )
             return one_row(cur)[0]
@@ -137,36 +173,40 @@ users_cli = AppGroup("users", help="Agent accounts.")
 @click.option("--name", required=True, callback=_storable_argument)
 @click.option("--sip-username", default=None, help="The Telnyx SIP user the agent's phone uses.")
 @click.option("--telephony-credential-id", default=None, help=CREDENTIAL_HELP)
+@click.option("--role", type=click.Choice(ROLES), default=AGENT, show_default=True)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def create_command(
     email: str,
     name: str,
     sip_username: str | None,
     telephony_credential_id: str | None,
+    role: str,
     password_stdin: bool,
 ) -> None:
-    """Create an agent (the password is prompted for unless --password-stdin)."""
+    """Create an agent or a supervisor (the password is prompted for unless --password-stdin)."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        user_id = create_user(email, name, password, sip_username, telephony_credential_id)
+        user_id = create_user(email, name, password, sip_username, telephony_credential_id, role)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"created agent {email} ({user_id})")
+    click.echo(f"created {role} {email} ({user_id})")
 
 
 @users_cli.command("list")
 def list_command() -> None:
-    """List agents."""
+    """List agents: email, name, SIP username, role, active or deactivated."""
     with get_db().connection() as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT email, name, coalesce(sip_username, '-'), active FROM users ORDER BY email"
+            "SELECT email, name, coalesce(sip_username, '-'), role, active FROM users"
+            " ORDER BY email"
         )
         rows = cur.fetchall()
-    for email, name, sip_username, active in rows:
-        click.echo(f"{email}\t{name}\t{sip_username}\t{'active' if active else 'deactivated'}")
+    for email, name, sip_username, role, active in rows:
+        state = "active" if active else "deactivated"
+        click.echo(f"{email}\t{name}\t{sip_username}\t{role}\t{state}")
 
 
 @users_cli.command("set-phone")
@@ -184,6 +224,18 @@ def set_phone_command(
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"updated {email}")
+
+
+@users_cli.command("set-role")
+@click.argument("email", callback=_storable_argument)
+@click.argument("role", type=click.Choice(ROLES))
+def set_role_command(email: str, role: str) -> None:
+    """Make an agent a supervisor, or a supervisor an agent again."""
+    try:
+        set_role(email, role)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{email} is now {'a supervisor' if role == SUPERVISOR else 'an agent'}")
 
 
 def _change_and_end_sessions(email: str, assignment: str, *values: str) -> None:

@@ -243,14 +243,15 @@ def make_agent(app):
         name: str | None = None,
         sip_username: str | None = "default",
         password: str = AGENT_PASSWORD,
+        role: str = "agent",
     ) -> TestAgent:
         n = next(counter)
         name = name or f"Agent {n}"
         email = f"{name.lower().replace(' ', '.')}@example.test"
         sip = f"agent{n}x" if sip_username == "default" else sip_username
         with app.app_context():
-            user_id = create_user(email, name, password, sip)
-            token = issue_token(Agent(user_id, email, name, sip))
+            user_id = create_user(email, name, password, sip, role=role)
+            token = issue_token(Agent(user_id, email, name, sip, role))
         return TestAgent(user_id, email, name, password, {"Authorization": f"Bearer {token}"})
 
     return make

@@ -24,6 +24,7 @@ def test_login_returns_a_token_and_sets_a_safe_cookie(client, agent):
         "email": agent.email,
         "name": "Alice",
         "sip_username": "agentalice",
+        "role": "agent",
     }
     assert body["token"]
     cookie = response.headers["Set-Cookie"]
@@ -217,7 +218,7 @@ def test_users_cli_creates_lists_and_refuses_duplicates(runner, db_rows):
     assert again.exit_code != 0
     assert "already exists" in again.output
     listing = runner.invoke(args=["users", "list"])
-    assert "Dana@Example.test\tDana\tdana1\tactive" in listing.output
+    assert "Dana@Example.test\tDana\tdana1\tagent\tactive" in listing.output
     [row] = db_rows("SELECT password_hash FROM users")
     assert "a long password" not in row["password_hash"]
 
