@@ -342,8 +342,13 @@ def forged_cursor(body) -> str:
         ("before", ""),
         ("before", "e30"),
         ("before", forged_cursor({"at": "2026-11-20T15:00:00Z", "id": "nope"})),
-        ("before", forged_cursor({"at": "2026-11-20T15:00:00", "id": str(uuid.uuid4())})),
-        ("before", forged_cursor(["2026-11-20T15:00:00Z", str(uuid.uuid4())])),
+        (
+            "before",
+            forged_cursor(
+                {"at": "2026-11-20T15:00:00", "id": "8f9a3f5e-0d7b-4a55-9d0e-2b8c4f1e7a10"}
+            ),
+        ),
+        ("before", forged_cursor(["2026-11-20T15:00:00Z", "8f9a3f5e-0d7b-4a55-9d0e-2b8c4f1e7a10"])),
         ("before", "A" * 1000),
     ],
 )
@@ -405,7 +410,7 @@ def test_a_call_control_id_shaped_like_a_uuid_is_found_too(client, agent, add_ca
 
 
 @pytest.mark.parametrize(
-    "call_id", [str(uuid.uuid4()), "v3:nobody", "not-a-uuid", "x" * 300, "%00"]
+    "call_id", ["6c215b2d-b6d7-48dd-9e23-dfc55c2bae56", "v3:nobody", "not-a-uuid", "x" * 300, "%00"]
 )
 def test_an_unknown_or_malformed_call_is_404(client, agent, add_call, call_id):
     add_call()
