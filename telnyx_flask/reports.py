@@ -133,10 +133,12 @@ def report_span(
     zone = team_zone() if zone_name is None else _zone(zone_name)
     last_day = today(zone, now) if last is None else _day("to", last)
     first_day = last_day if first is None else _day("from", first)
+    # The range's fault is named on the date that was given (`to` when both were).
+    culprit = "from" if last is None else "to"
     if last_day < first_day:
-        raise InvalidRange("to", f"to ({last_day}) is before from ({first_day})")
+        raise InvalidRange(culprit, f"to ({last_day}) is before from ({first_day})")
     if (last_day - first_day).days + 1 > MAX_DAYS:
-        raise InvalidRange("to", f"a report covers at most {MAX_DAYS} days")
+        raise InvalidRange(culprit, f"a report covers at most {MAX_DAYS} days")
     return ReportSpan(first_day, last_day, zone)
 
 

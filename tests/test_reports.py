@@ -15,11 +15,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import hypothesis
 import psycopg2
 import psycopg2.extras
 import pytest
+from hypothesis import strategies as st
 
 from telnyx_flask.call_stats import TOTALS_COLUMNS, totals
+from telnyx_flask.errors import StorageUnavailable
 from telnyx_flask.reports import EXPORT_COLUMNS, EXPORT_PAGE_ROWS, NO_CALLS_ROW
 from telnyx_flask.team_time import day_bounds
 
@@ -357,6 +360,8 @@ def test_todays_report_agrees_with_the_supervisor_summary(client, supervisor, te
         ("to=9999-12-31", "invalid_parameter", "to"),
         ("from=2026-03-06&to=2026-03-05", "invalid_range", "to"),
         ("from=2026-01-01&to=2027-01-02", "invalid_range", "to"),
+        ("from=2000-01-01", "invalid_range", "from"),  # to is today
+        ("from=9000-01-01", "invalid_range", "from"),
         ("tz=Mars/Olympus_Mons", "invalid_parameter", "tz"),
         ("tz=America", "invalid_parameter", "tz"),  # a folder of the zone files
         ("tz=../../etc/passwd", "invalid_parameter", "tz"),
@@ -374,6 +379,35 @@ def test_bad_report_parameters_get_400_naming_them(client, supervisor, query, co
     error = response.get_json()["error"]
     assert (error["code"], error["parameter"]) == (code, parameter)
     assert error["message"]
+
+
+QUERY_VALUES = st.one_of(
+    st.text(max_size=40),
+    st.dates().map(str),
+    st.sampled_from(["UTC", "America/New_York", "Europe/Berlin", "America", "Etc", "posixrules"]),
+)
+
+
+@hypothesis.settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+    derandomize=True,
+)
+@hypothesis.given(
+    params=st.dictionaries(
+        st.sampled_from(["from", "to", "tz", "day", "limit", "outcome", "since", "phone"]),
+        QUERY_VALUES,
+        max_size=3,
+    )
+)
+def test_any_query_gets_an_answer_never_a_server_error(client, supervisor, params):
+    """Generated dates, zones and stray parameters: 200 or 400, with a JSON error naming one."""
+    for path in ("/api/reports/daily", "/api/calls/export.csv"):
+        response = client.get(path, query_string=params, headers=supervisor.headers)
+        assert response.status_code in (200, 400), (path, params, response.get_data()[:300])
+        if response.status_code == 400:
+            assert response.get_json()["error"]["parameter"] in params
 
 
 @pytest.mark.parametrize("path", ["/api/reports/daily", "/api/calls/export.csv"])
@@ -655,6 +689,27 @@ def test_the_export_holds_no_connection_while_the_client_reads(
     response.close()
     assert len(received) == 3
     assert b"".join(received).count(b"\r\n") == 1 + EXPORT_PAGE_ROWS * 2 + 10
+
+
+def test_a_database_failure_mid_export_cuts_the_download_short(
+    proxied, supervisor, many_calls, caplog
+):
+    """After the 200 has gone, a failure must not end the file as if it were complete."""
+    app, proxies = proxied
+    many_calls(EXPORT_PAGE_ROWS + 10)
+    response = app.test_client().get(
+        "/api/calls/export.csv", headers=supervisor.headers, buffered=False
+    )
+    assert response.status_code == 200
+    chunks = iter(response.response)
+    assert next(chunks).count(b"\r\n") == 1 + EXPORT_PAGE_ROWS
+    proxies["postgresql"].cut()
+    with pytest.raises(StorageUnavailable):
+        next(chunks)
+    response.close()
+    assert f"CSV export cut off after {EXPORT_PAGE_ROWS} calls: postgresql unavailable" in (
+        caplog.text
+    )
 
 
 def test_an_export_with_no_calls_is_the_header(client, supervisor):
