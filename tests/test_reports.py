@@ -39,7 +39,7 @@ OUTCOMES = ("answered", "missed", "abandoned", "declined", "voicemail")
 
 @pytest.fixture
 def settings(settings):
-    """The team works in New York; sessions are read afresh (a role change shows at once)."""
+    """The team works in New York, with a 20 s service level."""
     settings["TEAM_TIMEZONE"] = "America/New_York"
     settings["SERVICE_LEVEL_SECONDS"] = str(SERVICE_LEVEL_SECONDS)
     return settings
