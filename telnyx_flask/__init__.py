@@ -75,6 +75,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         push,
         rate_limits,
         recordings,
+        reports,
         security_headers,
         softphone,
         supervisor,
@@ -110,6 +111,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     users.init_app(app)
     prospects.init_app(app)
+    reports.init_app(app)
     webhook_intake.init_app(app)
     app.register_blueprint(agent_api.bp)
     app.register_blueprint(presence_api.bp)
@@ -120,6 +122,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(softphone.bp)
     app.register_blueprint(voicemail.bp)
     app.register_blueprint(supervisor.bp)
+    app.register_blueprint(reports.bp)
     if app.config["APP_ENV"] == "development":
         # Test calls exist only in development, whatever TELNYX_SIMULATOR_URL says.
         app.register_blueprint(softphone.dev_bp)

@@ -54,7 +54,8 @@ COLUMNS = (
     "cl.id::text, cl.call_sid, cl.direction, cl.from_number, cl.to_number, cl.prospect_name,"
     " cl.prospect_id::text, cl.outcome, cl.duration, cl.started_at, cl.ended_at, cl.end_reason,"
     " cl.recording_url, u.id::text, u.name, cl.notes, cl.disposition, nu.id::text, nu.name,"
-    f" cl.noted_at, tf.id::text, tf.name, cl.heard_at, hb.id::text, hb.name, {SORT_KEY}"
+    f" cl.noted_at, tf.id::text, tf.name, cl.heard_at, hb.id::text, hb.name, cl.answered_at,"
+    f" {SORT_KEY}"
 )
 # nu: who left the note; tf: the agent who transferred the call to the one who answered it
 # (sql/014), if anyone; hb: who first played a voicemail to the end.
@@ -258,7 +259,9 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _call(row: tuple, include_recording_url: bool = False) -> dict[str, Any]:
+def _call(
+    row: tuple, include_recording_url: bool = False, include_answered_at: bool = False
+) -> dict[str, Any]:
     """A call as the API shows it: whether it has a recording, never the recording's link (a
     pre-signed URL that plays without a sign-in); the proxy alone asks for the link."""
     (
@@ -287,6 +290,7 @@ def _call(row: tuple, include_recording_url: bool = False) -> dict[str, Any]:
         heard_at,
         heard_by_id,
         heard_by_name,
+        answered_at,
         _sort_key,
     ) = row
     call = {
@@ -322,7 +326,15 @@ def _call(row: tuple, include_recording_url: bool = False) -> dict[str, Any]:
         call["heard_by"] = {"id": heard_by_id, "name": heard_by_name} if heard_by_id else None
     if include_recording_url:
         call["recording_url"] = recording_url
+    if include_answered_at:
+        call["answered_at"] = _iso(answered_at)
     return call
+
+
+def exported_call(row: tuple) -> dict[str, Any]:
+    """A row of list_sql as the CSV export (reports.py) shows it: the API's call and when it was
+    answered."""
+    return _call(row, include_answered_at=True)
 
 
 def call_page(query: HistoryQuery) -> tuple[list[dict[str, Any]], str | None]:
