@@ -85,6 +85,8 @@ def test_the_tiles_agents_and_chart_follow_calls_as_they_ring_are_answered_and_e
     third = sim.call(from_="+13125550199")
     expect(tile(view, "waiting-now")).to_have_text("1")
     expect(page_b.card(third)).to_be_visible()
+    # The wait ticks on its own, from when the call started ringing.
+    expect(tile(view, "longest-wait")).to_have_text(re.compile(r"^Longest wait 0:0[1-9]$"))
     save_screenshot(view.page, "docs/screenshots/supervisor.png")
 
     page_a.page.locator("#active").get_by_role("button", name="Hang up").click()
