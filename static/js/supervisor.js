@@ -1,7 +1,7 @@
 // The supervisor's live view: who is waiting and for how long, who is on which call, today's
-// numbers and a chart of them. Today's numbers are the server's (GET /api/supervisor/summary,
-// fetched again when an event says they changed); callers waiting and calls in progress follow
-// the event stream itself, so a ring shows at once.
+// numbers and a chart of them. The numbers are the server's (GET /api/supervisor/summary,
+// fetched again when an event says they changed); callers waiting follow the event stream
+// itself, so a ring shows at once.
 import { api, setUnauthenticatedHandler } from "./api.js";
 import { drawHourChart } from "./chart.js";
 import { formatAge, formatDuration, formatPhone, secondsSince } from "./format.js";
@@ -267,27 +267,25 @@ function presenceOf(agent) {
   return state.presence.get(agent.id) || agent.presence;
 }
 
-/** Callers waiting and calls in progress: from the stream once it has told, else the summary. */
+/**
+ * Callers waiting and the oldest wait follow the stream once it has told (a ring shows at once);
+ * calls in progress are the summary's, which tells an agent's call from voicemail's.
+ */
 function liveNumbers() {
-  if (!state.calls) {
-    const numbers = state.summary ? state.summary.live : {};
-    return {
-      waiting: numbers.ringing || 0,
-      oldest: numbers.oldest_ringing_since || null,
-      inProgress: numbers.in_progress || 0,
-      leavingVoicemail: numbers.leaving_voicemail || 0,
-    };
-  }
-  const calls = [...state.calls.values()];
-  const waiting = calls.filter((call) => WAITING.has(call.status));
-  const starts = waiting.map((call) => call.ringing_since).filter(Boolean).sort();
-  const answered = calls.filter((call) => call.status === "answered");
-  return {
-    waiting: waiting.length,
-    oldest: starts.length ? starts[0] : null,
-    inProgress: answered.filter((call) => call.claimed_by).length,
-    leavingVoicemail: answered.filter((call) => !call.claimed_by).length,
+  const numbers = state.summary ? state.summary.live : {};
+  const live = {
+    waiting: numbers.ringing || 0,
+    oldest: numbers.oldest_ringing_since || null,
+    inProgress: numbers.in_progress || 0,
+    leavingVoicemail: numbers.leaving_voicemail || 0,
   };
+  if (state.calls) {
+    const waiting = [...state.calls.values()].filter((call) => WAITING.has(call.status));
+    const starts = waiting.map((call) => call.ringing_since).filter(Boolean).sort();
+    live.waiting = waiting.length;
+    live.oldest = starts.length ? starts[0] : null;
+  }
+  return live;
 }
 
 function render() {
