@@ -145,6 +145,7 @@ async function signedIn(user) {
   state.me = user;
   presence.start(user);
   $("agent-name").textContent = user.name;
+  $("supervisor-link").hidden = user.role !== "supervisor";
   $("account").hidden = false;
   $("workspace").hidden = false;
   try {
