@@ -20,6 +20,7 @@ from .call_stats import IN_RANGE, OUTCOMES, SORT_KEY, TOTALS_COLUMNS, totals
 from .call_status import ANSWERED, ANSWERING, RINGING
 from .db import get_db
 from .live_calls import get_live
+from .ring_timeout import RING_TIMEOUT
 from .softphone import static_page
 from .team_time import day_bounds, team_zone, today
 
@@ -55,19 +56,27 @@ def _seconds_since(value: str | None, now: datetime) -> int | None:
     return max(0, int((now - then).total_seconds()))
 
 
+def _agent_id(call: dict[str, Any]) -> str | None:
+    """The agent holding the call, if an agent does (the ring timeout holds the calls it rejects
+    or sends to voicemail)."""
+    claimer = call.get("claimed_by")
+    return claimer["id"] if claimer and claimer["id"] != RING_TIMEOUT.id else None
+
+
 def _live(calls: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
     """Callers waiting (ringing, or being answered) and the longest wait; calls in progress."""
     waiting = [call for call in calls if call["status"] in (RINGING, ANSWERING)]
     since = sorted(call["ringing_since"] for call in waiting if call.get("ringing_since"))
     oldest = since[0] if since else None
-    in_progress = [call for call in calls if call["status"] == ANSWERED]
+    answered = [call for call in calls if call["status"] == ANSWERED]
+    with_agents = sum(1 for call in answered if _agent_id(call))
     return {
         "ringing": len(waiting),
         "oldest_ringing_since": oldest,
         "longest_wait_seconds": _seconds_since(oldest, now) if oldest else None,
-        "in_progress": sum(1 for call in in_progress if call.get("claimed_by")),
+        "in_progress": with_agents,
         # Answered by the service itself: a caller leaving a voicemail message.
-        "leaving_voicemail": sum(1 for call in in_progress if not call.get("claimed_by")),
+        "leaving_voicemail": len(answered) - with_agents,
     }
 
 
@@ -75,9 +84,9 @@ def _current_calls(calls: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The call each agent holds now, by agent id."""
     held: dict[str, dict[str, Any]] = {}
     for call in calls:
-        claimer = call.get("claimed_by")
-        if claimer and call["status"] in (ANSWERING, ANSWERED):
-            held[claimer["id"]] = {
+        agent_id = _agent_id(call)
+        if agent_id and call["status"] in (ANSWERING, ANSWERED):
+            held[agent_id] = {
                 "call_control_id": call["call_control_id"],
                 "from": call["from"],
                 "caller_name": call["caller_name"],
@@ -106,8 +115,13 @@ def summary(now: datetime | None = None) -> dict[str, Any]:
         hour_rows = cur.fetchall()
         cur.execute(AGENTS_SQL, params)
         agent_rows = cur.fetchall()
-    _, calls = get_live().stream.snapshot()
-    presences = {agent["id"]: agent["presence"] for agent in presence.agents()}
+    live = get_live()
+    _, calls = live.stream.snapshot()
+    # As routing sees them: an agent none of whose pages has connected since the live state
+    # began is not available for calls (presence.nobody_available), so shows as away here.
+    presences = {
+        agent_id: record["presence"] for agent_id, record in presence.records(live).items()
+    }
     held = _current_calls(calls)
 
     hours = [{"hour": hour, **dict.fromkeys(OUTCOMES, 0)} for hour in range(24)]

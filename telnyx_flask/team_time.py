@@ -17,7 +17,7 @@ def time_zone(name: str) -> ZoneInfo:
     """The IANA time zone of that name; ValueError saying so when there is none."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder ("America")
         raise ValueError(
             f"not an IANA time zone name (such as Europe/Berlin): {name[:64]!r}"
         ) from None

@@ -43,7 +43,7 @@ export class LiveEvents {
     clearTimeout(this.retryTimer);
     if (this.source) this.source.close();
     const url = this.lastEventId
-      ? `${this.url}?last_event_id=${encodeURIComponent(this.lastEventId)}`
+      ? `${this.url}${this.url.includes("?") ? "&" : "?"}last_event_id=${encodeURIComponent(this.lastEventId)}`
       : this.url;
     const source = new EventSource(url);
     this.source = source;
