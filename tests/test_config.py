@@ -142,6 +142,10 @@ def test_database_url_wins_over_db_parts():
         ({"VOICEMAIL_MAX_SECONDS": "4"}, "VOICEMAIL_MAX_SECONDS must be between 5"),
         ({"PRESENCE_AWAY_AFTER_SECONDS": "1"}, "PRESENCE_AWAY_AFTER_SECONDS must be between 5"),
         ({"TRANSFER_RING_SECONDS": "601"}, "TRANSFER_RING_SECONDS must be between 5"),
+        ({"TEAM_TIMEZONE": "Mars/Olympus_Mons"}, "TEAM_TIMEZONE: not an IANA time zone"),
+        ({"TEAM_TIMEZONE": "America"}, "TEAM_TIMEZONE: not an IANA time zone"),
+        ({"TEAM_TIMEZONE": "../../etc/passwd"}, "TEAM_TIMEZONE: not an IANA time zone"),
+        ({"SERVICE_LEVEL_SECONDS": "0"}, "SERVICE_LEVEL_SECONDS must be between 1"),
     ],
 )
 def test_bad_setting_is_named(overrides, named):
@@ -348,6 +352,8 @@ def test_the_agents_floor_settings_have_their_defaults_and_read_on_and_off():
     assert config["VOICEMAIL_GREETING_URL"] is None
     assert config["PRESENCE_AWAY_AFTER_SECONDS"] == 60
     assert config["TRANSFER_RING_SECONDS"] == 30
+    assert config["TEAM_TIMEZONE"] == "UTC"
+    assert config["SERVICE_LEVEL_SECONDS"] == 20
     custom = config_from_environment(
         {**PRODUCTION, "VOICEMAIL": "off", "CALL_DISPOSITIONS": " callback , closed won "}
     )

@@ -23,7 +23,7 @@ import telnyx_flask
 from telnyx_flask import create_app
 from telnyx_flask.auth import issue_token
 from telnyx_flask.openapi import DEVELOPMENT_ONLY_PATHS, DOCUMENT, document_for, load_document
-from telnyx_flask.users import Agent
+from telnyx_flask.users import Agent, set_role
 
 from .helpers import app_settings, close_app
 from .servers import Gunicorn
@@ -170,9 +170,11 @@ schema = schemathesis.openapi.from_dict(copy.deepcopy(document_for(development=F
 )
 def test_the_live_app_keeps_to_its_openapi_document(case, live, app, agent, clean_storage):
     """No 5xx, and every status, content type and body as documented, for generated requests
-    sent by a signed-in agent (a fresh token each time: logout revokes the one it is sent)."""
+    sent by a signed-in supervisor, who may do all an agent may and read the reports too (a
+    fresh token each time: logout revokes the one it is sent)."""
     with app.app_context():
-        token = issue_token(Agent(agent.id, agent.email, agent.name, "agentalice"))
+        set_role(agent.email, "supervisor")
+        token = issue_token(Agent(agent.id, agent.email, agent.name, "agentalice", "supervisor"))
     case.call_and_validate(
         base_url=live.url, headers={"Authorization": f"Bearer {token}"}, checks=CHECKS
     )
