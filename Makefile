@@ -72,7 +72,7 @@ bench: $(INSTALLED)
 # Re-take docs/screenshots/*.png from the browser test that walks through a call.
 screenshots: $(INSTALLED) $(WEBRTC_SDK)
 	SCREENSHOT_DIR=$(CURDIR) $(BIN)/pytest -q tests/test_page.py tests/test_supervisor_page.py \
-		-k "both_see_it_in_history or tiles_agents_and_chart"
+		-k "both_see_it_in_history or busy_day"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis *.egg-info build dist
