@@ -68,6 +68,7 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/webhook_throughput.py
 	$(BIN)/python bench/ring_latency.py
 	$(BIN)/python bench/caller_context.py
+	$(BIN)/python bench/supervisor_reports.py
 
 # Re-take docs/screenshots/*.png from the browser test that walks through a call.
 screenshots: $(INSTALLED) $(WEBRTC_SDK)

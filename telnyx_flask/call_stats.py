@@ -34,7 +34,8 @@ TOTALS_COLUMNS = ", ".join(
         f"COALESCE(sum(cl.duration) FILTER (WHERE {ANSWERED}), 0)",
     )
 )
-TOTALS_WIDTH = 6 + len(OUTCOMES)
+# offered, each outcome, in time, the speed of answer, the average and the total talk time.
+TOTALS_WIDTH = 1 + len(OUTCOMES) + 4
 
 # Which calls count: inbound ones, by when they started (the history's sort key, whose index
 # serves the range).

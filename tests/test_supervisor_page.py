@@ -115,20 +115,20 @@ EARLIER_TODAY_SQL = """
 WITH span AS (SELECT date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS start),
      calls AS (
          SELECT i, span.start + (now() - span.start) * (i / 61.0) AS started,
-                CASE WHEN i % 20 < 10 THEN 'answered' WHEN i % 20 < 13 THEN 'abandoned'
-                     WHEN i % 20 < 15 THEN 'missed' WHEN i % 20 < 18 THEN 'voicemail'
+                CASE WHEN i %% 20 < 10 THEN 'answered' WHEN i %% 20 < 13 THEN 'abandoned'
+                     WHEN i %% 20 < 15 THEN 'missed' WHEN i %% 20 < 18 THEN 'voicemail'
                      ELSE 'declined' END AS outcome
            FROM span, generate_series(1, 60) AS i)
 INSERT INTO call_logs (call_sid, direction, from_number, phone_number, to_number, started_at,
                        answered_at, ended_at, duration, outcome, answered_by)
 SELECT 'v3:earlier-' || i, 'inbound', '+1312555' || (1000 + i), '+1312555' || (1000 + i),
        '+14155550123', started,
-       CASE outcome WHEN 'answered' THEN started + make_interval(secs => 5 + (i % 7) * 6)
+       CASE outcome WHEN 'answered' THEN started + make_interval(secs => 5 + (i %% 7) * 6)
                     WHEN 'voicemail' THEN started + interval '30 seconds' END,
        started + interval '10 minutes',
-       CASE outcome WHEN 'answered' THEN 60 + (i * 37) % 540 WHEN 'voicemail' THEN 20 ELSE 0 END,
+       CASE outcome WHEN 'answered' THEN 60 + (i * 37) %% 540 WHEN 'voicemail' THEN 20 ELSE 0 END,
        outcome,
-       CASE WHEN outcome = 'answered' THEN (CASE WHEN i % 2 = 0 THEN %s ELSE %s END)::uuid END
+       CASE WHEN outcome = 'answered' THEN (CASE WHEN i %% 2 = 0 THEN %s ELSE %s END)::uuid END
   FROM calls
 RETURNING id
 """
