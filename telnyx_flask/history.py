@@ -188,17 +188,23 @@ def _timestamp(name: str, value: str) -> datetime:
         raise InvalidParameter(name, f"{name} {error}{hint}") from None
 
 
-def parse_query(args: Any, dispositions: tuple[str, ...] = ()) -> HistoryQuery:
-    """Check every query parameter of GET /api/calls; InvalidParameter names the first bad one.
-
-    `dispositions` is the configured list (CALL_DISPOSITIONS) a ?disposition= must be in."""
+def single_values(args: Any, allowed: tuple[str, ...]) -> dict[str, str]:
+    """Each query parameter's one value; InvalidParameter for an unknown or repeated one."""
     values: dict[str, str] = {}
     for name, given in args.lists():
-        if name not in PARAMETERS:
+        if name not in allowed:
             raise InvalidParameter(name, f"unknown parameter {name[:50]!r}")
         if len(given) > 1:
             raise InvalidParameter(name, f"{name} is given more than once")
         values[name] = given[0]
+    return values
+
+
+def parse_query(args: Any, dispositions: tuple[str, ...] = ()) -> HistoryQuery:
+    """Check every query parameter of GET /api/calls; InvalidParameter names the first bad one.
+
+    `dispositions` is the configured list (CALL_DISPOSITIONS) a ?disposition= must be in."""
+    values = single_values(args, PARAMETERS)
     checks: dict[str, Callable[[str], Any]] = {
         "limit": _limit,
         "before": _before,

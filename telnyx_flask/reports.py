@@ -34,7 +34,15 @@ from .auth import supervisor_required
 from .call_stats import ANSWERED, IN_RANGE, OUTCOMES, SORT_KEY, TOTALS_COLUMNS, totals
 from .db import Database, get_db
 from .errors import StorageUnavailable
-from .history import Cursor, HistoryQuery, InvalidParameter, exported_call, list_sql, parse_query
+from .history import (
+    Cursor,
+    HistoryQuery,
+    InvalidParameter,
+    exported_call,
+    list_sql,
+    parse_query,
+    single_values,
+)
 from .team_time import day_bounds, team_zone, time_zone, today
 
 log = logging.getLogger(__name__)
@@ -140,18 +148,6 @@ def report_span(
     if (last_day - first_day).days + 1 > MAX_DAYS:
         raise InvalidRange(culprit, f"a report covers at most {MAX_DAYS} days")
     return ReportSpan(first_day, last_day, zone)
-
-
-def single_values(args: Any, allowed: tuple[str, ...]) -> dict[str, str]:
-    """Each query parameter's one value; InvalidParameter for an unknown or repeated one."""
-    values: dict[str, str] = {}
-    for name, given in args.lists():
-        if name not in allowed:
-            raise InvalidParameter(name, f"unknown parameter {name[:50]!r}")
-        if len(given) > 1:
-            raise InvalidParameter(name, f"{name} is given more than once")
-        values[name] = given[0]
-    return values
 
 
 def _agent(row: tuple[Any, ...]) -> dict[str, Any]:

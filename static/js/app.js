@@ -1,4 +1,5 @@
 // The softphone page: sign-in, live ringing calls, answer/decline/hang up, recent calls.
+import { bindSignIn, showSignIn } from "./sign_in.js";
 import { api, setUnauthenticatedHandler } from "./api.js";
 import { Notifier, Ringtone, TitleFlasher } from "./alerts.js";
 import {
@@ -103,41 +104,6 @@ function announce(text) {
 }
 
 // ---- signing in and out -------------------------------------------------------------------
-
-function showSignIn(reason) {
-  const dialog = $("sign-in");
-  $("sign-in-reason").hidden = !reason;
-  $("sign-in-reason").textContent = reason || "";
-  $("sign-in-error").hidden = true;
-  if (!dialog.open) dialog.showModal();
-  $("email").focus();
-}
-
-async function submitSignIn(event) {
-  event.preventDefault();
-  ringtone.unlock(); // a click or key press: the browser now allows sound
-  const form = event.target;
-  const button = form.querySelector("button[type=submit]");
-  const error = $("sign-in-error");
-  error.hidden = true;
-  button.disabled = true;
-  try {
-    const reply = await api("/api/auth/login", {
-      method: "POST",
-      body: { email: form.email.value, password: form.password.value },
-    });
-    form.password.value = "";
-    $("sign-in").close();
-    await signedIn(reply.user);
-  } catch (failure) {
-    error.textContent =
-      failure.status === 401 ? "Email or password is wrong." : failure.message;
-    error.hidden = false;
-    form.password.focus();
-  } finally {
-    button.disabled = false;
-  }
-}
 
 async function signedIn(user) {
   const sameAgent = state.me !== null && state.me.id === user.id;
@@ -874,7 +840,7 @@ function showRingtone(ringtoneState) {
 }
 
 function bindControls() {
-  $("sign-in-form").addEventListener("submit", submitSignIn);
+  bindSignIn({ onSignedIn: signedIn, beforeSubmit: () => ringtone.unlock() });
   // The form is the only way in: Escape must not close it.
   $("sign-in").addEventListener("cancel", (event) => event.preventDefault());
   $("sign-out").addEventListener("click", signOut);

@@ -2,6 +2,7 @@
 // numbers and a chart of them. The numbers are the server's (GET /api/supervisor/summary,
 // fetched again when an event says they changed); callers waiting follow the event stream
 // itself, so a ring shows at once.
+import { bindSignIn, showSignIn } from "./sign_in.js";
 import { api, setUnauthenticatedHandler } from "./api.js";
 import { drawHourChart } from "./chart.js";
 import { formatAge, formatDuration, formatPhone, secondsSince } from "./format.js";
@@ -67,39 +68,6 @@ const live = new WatchEvents({
 });
 
 // ---- signing in and out -------------------------------------------------------------------
-
-function showSignIn(reason) {
-  const dialog = $("sign-in");
-  $("sign-in-reason").hidden = !reason;
-  $("sign-in-reason").textContent = reason || "";
-  $("sign-in-error").hidden = true;
-  if (!dialog.open) dialog.showModal();
-  $("email").focus();
-}
-
-async function submitSignIn(event) {
-  event.preventDefault();
-  const form = event.target;
-  const button = form.querySelector("button[type=submit]");
-  const error = $("sign-in-error");
-  error.hidden = true;
-  button.disabled = true;
-  try {
-    const reply = await api("/api/auth/login", {
-      method: "POST",
-      body: { email: form.email.value, password: form.password.value },
-    });
-    form.password.value = "";
-    $("sign-in").close();
-    await signedIn(reply.user);
-  } catch (failure) {
-    error.textContent = failure.status === 401 ? "Email or password is wrong." : failure.message;
-    error.hidden = false;
-    form.password.focus();
-  } finally {
-    button.disabled = false;
-  }
-}
 
 async function signedIn(user) {
   if (!state.me || state.me.id !== user.id) forget();
@@ -433,7 +401,7 @@ function showConnection(connection) {
 // ---- wiring -------------------------------------------------------------------------------
 
 async function boot() {
-  $("sign-in-form").addEventListener("submit", submitSignIn);
+  bindSignIn({ onSignedIn: signedIn });
   $("sign-in").addEventListener("cancel", (event) => event.preventDefault());
   $("sign-out").addEventListener("click", signOut);
   setUnauthenticatedHandler(sessionExpired);
