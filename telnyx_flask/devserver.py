@@ -111,11 +111,16 @@ def seed_demo(database_url: str) -> None:
     password = secrets.token_urlsafe(9)
     with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO users (email, name, password_hash, sip_username) VALUES (%s, %s, %s, %s)",
+            # A supervisor, so that the demo shows the supervisor's view (/supervisor) too.
+            "INSERT INTO users (email, name, password_hash, sip_username, role)"
+            " VALUES (%s, %s, %s, %s, 'supervisor')",
             (DEMO_EMAIL, "Demo Agent", generate_password_hash(password), "demoagent"),
         )
     conn.close()
-    say(f"created the demo agent: email {DEMO_EMAIL}  password {password}  (shown only now)")
+    say(
+        f"created the demo agent, a supervisor: email {DEMO_EMAIL}  password {password}"
+        "  (shown only now; the supervisor's view is /supervisor)"
+    )
 
 
 def kept_secret_key(var: Path) -> str:

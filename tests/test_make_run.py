@@ -150,6 +150,7 @@ def test_make_run_serves_a_call_end_to_end_and_stops_cleanly(tmp_path):
             timeout=10,
         )
         assert login.status_code == 200, login.text
+        assert login.json()["user"]["role"] == "supervisor"  # so the demo shows /supervisor too
         headers = {"Authorization": f"Bearer {login.json()['token']}"}
         simulated = http.post(f"{first.url}/api/dev/simulated-calls", headers=headers, timeout=10)
         assert simulated.status_code == 201, simulated.text
