@@ -15,6 +15,11 @@ WEBRTC_SDK := node_modules/@telnyx/webrtc/lib/bundle.mjs
 
 .PHONY: run test test-fast lint format bench screenshots lock clean
 
+# Python may keep the bytecode it compiles (in the ignored __pycache__/): with
+# PYTHONDONTWRITEBYTECODE set, as on some machines, every run compiled and assertion-rewrote every
+# test module again, some ten seconds of each test run and of each test process.
+unexport PYTHONDONTWRITEBYTECODE
+
 # Every Python package comes from the lock, at its exact version, its hash checked; then the
 # project itself, editable (code changes need no reinstall) and built with the locked setuptools.
 $(LOCKED): $(LOCK)
@@ -61,7 +66,7 @@ test: lint $(WEBRTC_SDK)
 
 # The tier to run before each commit: everything that needs no gunicorn, browser or fresh venv.
 test-fast: lint
-	$(BIN)/pytest -q -m "not browser and not gunicorn and not slow and not ha and not prometheus"
+	$(BIN)/pytest -q -n 2 -m "not browser and not gunicorn and not slow and not ha and not prometheus"
 
 bench: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(BENCH_LOCK)
