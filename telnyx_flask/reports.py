@@ -128,7 +128,7 @@ def _zone(text: str) -> ZoneInfo:
         raise InvalidParameter("tz", refusal)
     try:
         return time_zone(text)
-    except (ValueError, OSError):  # OSError: a folder of the time zone files, such as "America"
+    except ValueError:
         raise InvalidParameter("tz", refusal) from None
 
 

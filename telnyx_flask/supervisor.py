@@ -4,7 +4,7 @@ Live numbers (callers ringing, calls in progress, who is on which call, presence
 Redis, as the agents' pages see them; today's counts come from PostgreSQL's call log
 (call_stats.py), so every tile is the database's own count. The page draws from the summary
 and keeps it current on the same event stream the agents' pages read (opened with ?watch=true),
-asking for the summary again when a call is logged.
+asking for the summary again when a call is answered or ends, or someone's presence changes.
 """
 
 from __future__ import annotations
@@ -120,7 +120,9 @@ def summary(now: datetime | None = None) -> dict[str, Any]:
     # As routing sees them: an agent none of whose pages has connected since the live state
     # began is not available for calls (presence.nobody_available), so shows as away here.
     presences = {
-        agent_id: record["presence"] for agent_id, record in presence.records(live).items()
+        agent_id: record["presence"]
+        for agent_id, record in presence.records(live).items()
+        if record.get("presence") in presence.PRESENCES
     }
     held = _current_calls(calls)
 
@@ -142,7 +144,7 @@ def summary(now: datetime | None = None) -> dict[str, Any]:
     ]
     by_presence = dict.fromkeys(presence.PRESENCES, 0)
     for agent in agents:
-        by_presence[agent["presence"]] = by_presence.get(agent["presence"], 0) + 1
+        by_presence[agent["presence"]] += 1
     assert today_row is not None  # an aggregate without GROUP BY always has its one row
     return {
         "generated_at": now.isoformat(),

@@ -143,6 +143,9 @@ def test_a_busy_day_shows_the_databases_counts_in_every_tile_and_bar(
     assert len(db_rows(EARLIER_TODAY_SQL, (alice.id, bob.id))) == 60
     page_a, _ = signed_in(pages, alice), signed_in(pages, bob)
     view = watching(pages, sam)
+    # Sam's page only watches (?watch=true): it does not make him available for calls.
+    expect(agent_row(view, sam.id)).to_have_attribute("data-presence", "away")
+    expect(agent_row(view, bob.id)).to_have_attribute("data-presence", "available")
 
     [today] = db_rows(
         "SELECT count(*) AS offered,"

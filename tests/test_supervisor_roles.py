@@ -99,3 +99,9 @@ def test_set_role_refusals(runner, agent, arguments, message):
 def test_set_role_refuses_an_unknown_role_in_code(app):
     with app.app_context(), pytest.raises(ValueError, match="role must be one of"):
         set_role("alice@example.test", "owner")
+
+
+def test_the_event_stream_refuses_a_watch_that_is_neither_true_nor_false(client, agent):
+    response = client.get("/api/telnyx/events?watch=maybe", headers=agent.headers)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_watch"
