@@ -47,17 +47,32 @@ def _rounded(value: Any) -> float | None:
     return None if value is None else round(float(value), 1)
 
 
+# The names totals() gives TOTALS_COLUMNS' values, in their order (the report's CSV columns too).
+FIELDS = (
+    "offered",
+    *OUTCOMES,
+    "answered_within_service_level",
+    "service_level",
+    "average_speed_of_answer_seconds",
+    "average_talk_seconds",
+    "talk_seconds",
+)
+# What TOTALS_COLUMNS gives over no calls (counts 0, averages NULL, talk time 0): a day without
+# calls has no row of its own in a grouped query (tests/test_reports.py checks the two agree).
+NO_CALLS_ROW = (0,) * (1 + len(OUTCOMES) + 1) + (None, None, 0)
+
+
 def totals(row: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
     """TOTALS_COLUMNS' values as the API shows them."""
     offered, *by_outcome = row[: 1 + len(OUTCOMES)]
     in_time, asa, average_talk, talk = row[1 + len(OUTCOMES) : TOTALS_WIDTH]
-    counts = dict(zip(OUTCOMES, (int(n) for n in by_outcome), strict=True))
-    return {
-        "offered": int(offered),
-        **counts,
-        "answered_within_service_level": int(in_time),
-        "service_level": round(in_time / offered, 4) if offered else None,
-        "average_speed_of_answer_seconds": _rounded(asa),
-        "average_talk_seconds": _rounded(average_talk),
-        "talk_seconds": int(talk),
-    }
+    values = (
+        int(offered),
+        *(int(n) for n in by_outcome),
+        int(in_time),
+        round(in_time / offered, 4) if offered else None,
+        _rounded(asa),
+        _rounded(average_talk),
+        int(talk),
+    )
+    return dict(zip(FIELDS, values, strict=True))

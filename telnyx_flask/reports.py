@@ -31,7 +31,15 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.cli import AppGroup
 
 from .auth import supervisor_required
-from .call_stats import ANSWERED, IN_RANGE, OUTCOMES, SORT_KEY, TOTALS_COLUMNS, totals
+from .call_stats import (
+    ANSWERED,
+    FIELDS,
+    IN_RANGE,
+    NO_CALLS_ROW,
+    SORT_KEY,
+    TOTALS_COLUMNS,
+    totals,
+)
 from .db import Database, get_db
 from .errors import StorageUnavailable
 from .history import (
@@ -77,9 +85,6 @@ SELECT {LOCAL_DAY}, u.id::text, u.name, {TOTALS_COLUMNS}
  GROUP BY 1, u.id, u.name
  ORDER BY 1, u.name, u.id
 """
-# What TOTALS_COLUMNS gives over no calls (counts 0, averages NULL, talk time 0): a day without
-# calls has no row of its own (tests/test_reports.py checks the two agree).
-NO_CALLS_ROW = (0,) * (1 + len(OUTCOMES) + 1) + (None, None, 0)
 AGENT_FIELDS = (
     "answered",
     "average_speed_of_answer_seconds",
@@ -436,32 +441,15 @@ def report_table(report: dict[str, Any]) -> str:
     return title + _table(TEAM_HEADER, team) + "\nAnswered calls per agent\n" + agents_part
 
 
-CSV_TOTALS = (
-    "offered",
-    "answered",
-    "missed",
-    "abandoned",
-    "declined",
-    "voicemail",
-    "answered_within_service_level",
-    "service_level",
-    "average_speed_of_answer_seconds",
-    "average_talk_seconds",
-    "talk_seconds",
-)
-
-
 def report_csv(report: dict[str, Any]) -> str:
     """The report as CSV: a row per day (agent empty), one per agent and day (the figures of
     their answered calls; offered and the other outcomes empty), and the total (day "total")."""
-    rows: list[list[Any]] = [["day", "agent_id", "agent", *CSV_TOTALS]]
+    rows: list[list[Any]] = [["day", "agent_id", "agent", *FIELDS]]
     for day in report["days"]:
-        rows.append([day["day"], None, None, *(day["totals"][f] for f in CSV_TOTALS)])
+        rows.append([day["day"], None, None, *(day["totals"][f] for f in FIELDS)])
         for agent in day["agents"]:
-            rows.append(
-                [day["day"], agent["id"], agent["name"], *(agent.get(f) for f in CSV_TOTALS)]
-            )
-    rows.append(["total", None, None, *(report["total"][f] for f in CSV_TOTALS)])
+            rows.append([day["day"], agent["id"], agent["name"], *(agent.get(f) for f in FIELDS)])
+    rows.append(["total", None, None, *(report["total"][f] for f in FIELDS)])
     return csv_text(rows)
 
 

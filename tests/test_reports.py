@@ -21,9 +21,9 @@ import psycopg2.extras
 import pytest
 from hypothesis import strategies as st
 
-from telnyx_flask.call_stats import TOTALS_COLUMNS, totals
+from telnyx_flask.call_stats import NO_CALLS_ROW, TOTALS_COLUMNS, totals
 from telnyx_flask.errors import StorageUnavailable
-from telnyx_flask.reports import EXPORT_COLUMNS, EXPORT_PAGE_ROWS, NO_CALLS_ROW
+from telnyx_flask.reports import EXPORT_COLUMNS, EXPORT_PAGE_ROWS
 from telnyx_flask.team_time import day_bounds
 
 NEW_YORK = ZoneInfo("America/New_York")
