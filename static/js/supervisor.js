@@ -50,17 +50,9 @@ const fetching = { timer: null, inFlight: false, again: false };
 /**
  * The event stream, opened with ?watch=true: watching does not make the supervisor available
  * for calls. Not the softphone's shared stream (shared_stream.js): this page takes no calls,
- * so it needs no ringer and no leader tab. After an error it starts afresh (a new snapshot,
- * then the summary again) rather than resuming: the snapshot is everything this page keeps.
+ * so it needs no ringer and no leader tab. It resumes after an error like the softphone's.
  */
-class WatchEvents extends LiveEvents {
-  start() {
-    this.lastEventId = null;
-    super.start();
-  }
-}
-
-const live = new WatchEvents({
+const live = new LiveEvents({
   url: "/api/telnyx/events?watch=true",
   onEvent: handleEvent,
   onStateChange: showConnection,
